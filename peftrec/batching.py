@@ -1,0 +1,109 @@
+"""Prompts -> tokenized datasets -> padded batches, with as little padding computed as possible."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+# Columns the collator turns into tensors; everything else stays in the dataset for bookkeeping.
+MODEL_COLUMNS = ["input_ids", "attention_mask", "labels", "index"]
+
+
+def tokenize_prompts(
+    prompts: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    labels: Sequence[int] | None = None,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+) -> datasets.Dataset:
+    """Tokenize prompts into a ``datasets.Dataset`` with ``input_ids``, ``attention_mask``, ``length``.
+
+    Args:
+        prompts: fully rendered prompts (chat template applied if any); each must end at the answer slot.
+        tokenizer: truncation side ``left`` so an over-long prompt loses its oldest text, not its end.
+        labels: optional integer label per prompt (stored as ``labels``).
+        add_special_tokens: False when the chat template already wrote the special tokens.
+        max_length: truncate to this many tokens (default: ``tokenizer.model_max_length``).
+
+    Returns:
+        The dataset, with an ``index`` column giving each row's position in ``prompts``.
+    """
+    columns: dict[str, list] = {"prompt": list(prompts), "index": list(range(len(prompts)))}
+    if labels is not None:
+        columns["labels"] = [int(x) for x in labels]
+    dataset = datasets.Dataset.from_dict(columns)
+
+    def encode(batch: Mapping[str, list]) -> dict[str, list]:
+        encoded = tokenizer(
+            batch["prompt"],
+            add_special_tokens=add_special_tokens,
+            truncation=True,
+            max_length=max_length or tokenizer.model_max_length,
+        )
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    # In memory: a few thousand short prompts tokenize in about a second; an on-disk cache would cost more.
+    return dataset.map(encode, batched=True, desc="Tokenizing", keep_in_memory=True)
+
+
+class LongestFirstSampler(Sampler[int]):
+    """Evaluation order: longest rows first, so each batch pads little and a too-large batch fails at once."""
+
+    def __init__(self, lengths: Sequence[int]):
+        self.order = np.argsort(-np.asarray(lengths), kind="stable").tolist()
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def make_loader(
+    dataset: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
+    """Build a loader that pads each batch only to its own longest row (a multiple of 8).
+
+    Training batches are shuffled but grouped by length (transformers' ``LengthGroupedSampler``: random
+    mega-batches, sorted inside), evaluation runs longest first. Padding is on the right.
+
+    Args:
+        dataset: from :func:`tokenize_prompts`.
+        tokenizer: supplies the pad token id.
+        batch_size: rows per batch.
+        train: shuffle (seeded) and group by length, or evaluation order.
+        seed: seeds the training order.
+        num_workers: DataLoader worker processes.
+
+    Returns:
+        A DataLoader yielding ``input_ids``, ``attention_mask``, ``index`` and (if present) ``labels``.
+    """
+    lengths = dataset["length"]
+    if train:
+        generator = torch.Generator().manual_seed(seed)
+        sampler: Sampler[int] = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+    else:
+        sampler = LongestFirstSampler(lengths)
+    columns = [c for c in MODEL_COLUMNS if c in dataset.column_names]
+    return DataLoader(
+        dataset.with_format(columns=columns),
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        num_workers=num_workers,
+        drop_last=False,
+    )
