@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from peftrec.errors import PeftrecError
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
+QUANTIZATIONS = (None, "4bit", "8bit")
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -85,6 +94,8 @@ def load_base_model(
     precision: str,
     attn_implementation: str = "sdpa",
     gradient_checkpointing: bool = False,
+    quantization: str | None = None,
+    device: torch.device | str | None = None,
 ) -> PreTrainedModel:
     """Load the causal LM with every weight frozen.
 
@@ -92,21 +103,49 @@ def load_base_model(
     the PEFT head added later keeps its own weights in fp32 (peft's ``autocast_adapter_dtype``) and
     the training loop's autocast runs its matmuls in bf16.
 
+    With ``quantization`` the linear layers are stored by bitsandbytes (QLoRA: NF4 with double
+    quantisation, computing in the run's precision) and the model is prepared for k-bit training by
+    peft (norms and embeddings in fp32, every weight frozen).
+
     Args:
         path: local model folder (see :func:`peftrec.assets.resolve_model`).
         precision: ``"bf16"`` or ``"fp32"``.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
+        quantization: ``None``, ``"4bit"`` or ``"8bit"`` (needs ``pip install "peftrec[quant]"``).
+        device: where a quantised model is placed (bitsandbytes quantises as it loads); default CPU.
 
     Returns:
         The model in eval mode with ``requires_grad=False`` on every parameter.
+
+    Raises:
+        PeftrecError: an unknown ``quantization``, or bitsandbytes is not installed.
     """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    quant_kwargs = {}
+    if quantization is not None:
+        quant_kwargs = {
+            "quantization_config": bnb_config(quantization, compute_dtype=dtype),
+            # bitsandbytes quantises while placing the weights, so the device is chosen at load time.
+            "device_map": {"": str(device or "cpu")},
+        }
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, attn_implementation=attn_implementation, **quant_kwargs
+    )
     model.requires_grad_(False)
     model.eval()
+    gc_kwargs = {"use_reentrant": False}
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # Norms (and embeddings) to fp32 for stable training around the 4/8-bit matmuls; it also
+        # turns on gradient checkpointing when asked, as below.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # With a frozen embedding the checkpointed blocks would see inputs that need no grad and
         # skip the backward through them; this makes the embedding output require grad.
         model.enable_input_require_grads()
@@ -114,8 +153,49 @@ def load_base_model(
     return model
 
 
+def bnb_config(quantization: str, *, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
+    """The bitsandbytes quantisation settings for ``model.quantization``.
+
+    4bit is QLoRA's recipe (Dettmers et al., 2023): NF4 weights, double quantisation of the scales,
+    matmuls in ``compute_dtype`` (bf16 where the hardware has it, else fp32: emulated bf16 on a CPU
+    without it is many times slower). 8bit is LLM.int8().
+
+    Args:
+        quantization: ``"4bit"`` or ``"8bit"``.
+        compute_dtype: dtype of the dequantised matmuls.
+
+    Returns:
+        A ``transformers.BitsAndBytesConfig``.
+
+    Raises:
+        PeftrecError: unknown value, or bitsandbytes is not installed.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise PeftrecError(
+            f"model.quantization={quantization!r} is not one of null, 4bit, 8bit; "
+            "use model.quantization=4bit for QLoRA or model.quantization=null for full-precision weights"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise PeftrecError(
+            f"model.quantization={quantization} needs bitsandbytes, which is not installed: "
+            'run pip install "peftrec[quant]" (or set model.quantization=null)'
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """Count trainable and total parameters (each shared tensor once).
+
+    A bitsandbytes 4-bit weight is stored packed (two values per byte); it counts as its logical
+    number of elements, as peft's ``get_nb_trainable_parameters`` counts it, so a quantised model
+    reports the same total as its full-precision original.
 
     Returns:
         ``(trainable, total)``.
@@ -126,7 +206,17 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if id(param) in seen:
             continue
         seen.add(id(param))
-        total += param.numel()
+        n = logical_numel(param)
+        total += n
         if param.requires_grad:
-            trainable += param.numel()
+            trainable += n
     return trainable, total
+
+
+def logical_numel(param: torch.Tensor) -> int:
+    """Number of values a parameter holds, unpacking bitsandbytes' 4-bit storage."""
+    if type(param).__name__ != "Params4bit":
+        return param.numel()
+    # The quantisation state keeps the original shape; before quantising, the tensor is still unpacked.
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    return math.prod(shape) if shape is not None else param.numel()

@@ -15,6 +15,7 @@ import pandas as pd
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import get_scheduler
@@ -25,7 +26,14 @@ from peftrec.baselines import click_baseline_scores
 from peftrec.batching import make_loader
 from peftrec.data import RecData, click_split, load_recdata, load_tabular
 from peftrec.errors import PeftrecError
-from peftrec.methods import apply_head, save_head
+from peftrec.methods import (
+    TrainingHooks,
+    apply_head,
+    runtime_head_values,
+    save_head,
+    saved_head_summary,
+    training_hooks,
+)
 from peftrec.models import count_parameters, load_base_model, load_tokenizer, resolve_precision
 from peftrec.record import (
     device_info,
@@ -51,6 +59,8 @@ def run(cfg: DictConfig) -> float:
         The best validation value of ``task.select_metric`` (what sweepers optimise).
     """
     started = time.perf_counter()
+    # The code that runs is the code present now: files edited during the run must not change the record.
+    source = git_commit()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = HydraConfig.get().runtime.choices
     set_seed(cfg.seed)
@@ -92,6 +102,8 @@ def run(cfg: DictConfig) -> float:
         precision=precision,
         attn_implementation=cfg.model.attn_implementation,
         gradient_checkpointing=cfg.model.gradient_checkpointing and training,
+        quantization=cfg.model.get("quantization"),
+        device=device,
     )
     task = ClickTask(
         tokenizer,
@@ -118,9 +130,13 @@ def run(cfg: DictConfig) -> float:
     metric_names = list(cfg.task.metrics)
     select = metric_lib.get_metric(cfg.task.select_metric)
 
-    # --- head ---------------------------------------------------------------------------------
+    # --- head: config from conf/peft (+ run-time values), attached to the frozen base ------------
+    hooks = TrainingHooks()
     if training:
-        model = apply_head(model, instantiate(cfg.peft))
+        runtime_values = runtime_head_values(OmegaConf.to_container(cfg.peft, resolve=True), model_path=model_path)
+        head_config = build_head_config(cfg.peft, **runtime_values)
+        model = apply_head(model, head_config)
+        hooks = training_hooks(model)  # e.g. AdaLoRA's rank allocation after every optimizer step
     trainable, total = count_parameters(model)
     log.info("Parameters: %s trainable of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
@@ -159,7 +175,7 @@ def run(cfg: DictConfig) -> float:
     if training:
         outcome = train(
             model,
-            loss_fn=task.loss,
+            loss_fn=hooks.wrap_loss(task.loss),
             train_loader=train_loader,
             validate=lambda: evaluate("validation")[0],
             optimizer=optimizer,
@@ -174,6 +190,7 @@ def run(cfg: DictConfig) -> float:
                 higher_is_better=select.higher_is_better,
             ),
             on_improve=lambda step, _: save_head(accelerator.unwrap_model(model), adapter_dir),
+            after_optimizer_step=hooks.after_optimizer_step,
         )
         load_trainable_state(model, outcome.best_state)
         validation_metrics, best_step = outcome.best_metrics, outcome.best_step
@@ -226,10 +243,12 @@ def run(cfg: DictConfig) -> float:
         "speed": {**train_speed, **eval_speed},
         "wall_seconds": round(time.perf_counter() - started, 1),
         "adapter": _folder_info(adapter_dir),
+        # The saved (best-step) head's type and what it learned about itself (AdaLoRA: its rank per module).
+        "head": saved_head_summary(adapter_dir),
         "precision": precision,
         "device": device_info(device),
         "versions": package_versions(),
-        "git": git_commit(),
+        "git": source,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -257,6 +276,18 @@ def load_data(data_cfg: DictConfig) -> RecData:
     if not data_cfg.get("source"):
         raise PeftrecError("no data given: set data=movielens_100k (or another conf/data option), or data=custom data.interactions=PATH")
     return load_recdata(resolve_dataset(data_cfg.source))
+
+
+def build_head_config(peft_cfg: DictConfig, **runtime_values: object) -> object:
+    """Instantiate ``conf/peft/<head>.yaml`` with run-time values; a value peft refuses becomes a PeftrecError."""
+    try:
+        return instantiate(peft_cfg, **runtime_values)
+    except InstantiationException as err:
+        cause = str(err.__cause__ or err).rstrip(".")
+        raise PeftrecError(
+            f"the head config ({peft_cfg.get('_target_')}) is invalid: {cause}. "
+            "Fix the peft.* value it names on the command line or in conf/peft/"
+        ) from err
 
 
 def _folder_info(folder: Path) -> dict[str, object] | None:

@@ -122,7 +122,8 @@ def train(
         accelerator: carries gradient accumulation and mixed precision.
         settings: loop settings.
         on_improve: called with (step, metrics) when validation improves (e.g. save the adapter).
-        after_optimizer_step: per-step hook of the head (AdaLoRA's rank allocation).
+        after_optimizer_step: per-step hook of the head (AdaLoRA's rank allocation), called with the
+            number of optimizer steps taken, after each optimizer step and before the gradients are cleared.
 
     Returns:
         The outcome, with the best step's trainable weights in ``best_state``.
@@ -146,6 +147,9 @@ def train(
                 if accelerator.sync_gradients and settings.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
+                if after_optimizer_step is not None and accelerator.sync_gradients:
+                    # Before zero_grad: AdaLoRA scores its ranks by |weight x gradient|.
+                    after_optimizer_step(outcome.steps + 1)
                 optimizer.zero_grad(set_to_none=True)
             outcome.throughput.add(batch)
             running_loss += loss.item()
@@ -156,8 +160,6 @@ def train(
             scheduler.step()
             outcome.steps += 1
             step = outcome.steps
-            if after_optimizer_step is not None:
-                after_optimizer_step(step)
             train_seconds = outcome.throughput.seconds + time.perf_counter() - start
             bar.update(1)
             bar.set_postfix(loss=f"{running_loss / running_count:.4f}", samples_s=f"{outcome.throughput.samples / train_seconds:.1f}")

@@ -33,10 +33,10 @@ def peftrec(*overrides: str, cwd: Path, env_extra: dict | None = None) -> subpro
     )
 
 
-def toy_overrides(model_dir: Path, csv: tuple[Path, Path], run_dir: Path, *extra: str) -> list[str]:
+def toy_overrides(model_dir: Path, csv: tuple[Path, Path], run_dir: Path, *extra: str, recipe: str = "lora_click") -> list[str]:
     inter, items = csv
     return [
-        "recipe=lora_click",
+        f"recipe={recipe}",
         f"model.name={model_dir}",
         "data=custom",
         f"data.interactions={inter}",

@@ -13,6 +13,7 @@ import transformers.modeling_utils as hf_modeling
 from transformers import PreTrainedTokenizerBase
 
 from peftrec.errors import PeftrecError
+from peftrec.methods.virtual_tokens import prepended_tokens
 
 # transformers >= 5.x takes per-row positions ((batch, 1) integer tensor) in `logits_to_keep`;
 # older releases only a 1D tensor of positions shared by every row.
@@ -36,7 +37,9 @@ def label_logits(
     Returns:
         ``(batch, len(label_ids))`` float32 logits.
     """
-    last = attention_mask.sum(dim=1) - 1
+    # Prompt tuning puts its virtual tokens before the input (right padding stays at the end), so the
+    # base model's positions, and the logits it can keep, are shifted by their number.
+    last = attention_mask.sum(dim=1) - 1 + prepended_tokens(model)
     ids = torch.as_tensor(label_ids, device=input_ids.device)
     if _PER_ROW_LOGITS_TO_KEEP:
         out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=last[:, None])
