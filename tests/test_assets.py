@@ -649,8 +649,8 @@ def test_hub_repo_without_safetensors_is_refused(fake_hub) -> None:
 
 def write_tiny_gguf(path: Path) -> None:
     """A real GGUF of a 2-layer random Llama with a byte-level BPE tokenizer and a chat template."""
-    gguf = pytest.importorskip("gguf")
-    np = pytest.importorskip("numpy")
+    import gguf
+    import numpy as np
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     rng = np.random.default_rng(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from peftrec.assets import DatasetFiles
 from peftrec.data import (
     RecData,
     load_recdata,
@@ -183,8 +184,7 @@ def test_load_recdata_dispatches_every_layout(tmp_path):
 
 
 def test_load_recdata_with_the_real_dataset_files_class(tmp_path):
-    assets = pytest.importorskip("peftrec.assets")
-    files = assets.DatasetFiles(root=write_recbole_100k(tmp_path), layout="recbole", prefix="ml-100k")
+    files = DatasetFiles(root=write_recbole_100k(tmp_path), layout="recbole", prefix="ml-100k")
     assert load_recdata(files).stats()["ratings"] == 7
 
 
