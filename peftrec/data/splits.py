@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from peftrec.atomic import swap_in
 from peftrec.data.schema import RecData, sort_events
 from peftrec.errors import DataError
 
@@ -108,7 +108,7 @@ class ClickSplit:
             for name, frame in self.frames().items():
                 frame.to_parquet(staging / f"{name}.parquet", index=False)
             (staging / SUMMARY_FILE).write_text(json.dumps(self.summary(), indent=2) + "\n")
-            _swap_in(staging, folder)
+            swap_in(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
@@ -352,17 +352,6 @@ def _from_parquet(path: Path) -> pd.DataFrame:
     for name in lists:
         frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object)
     return frame[list(EXAMPLE_COLUMNS)]
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    """Replace ``folder`` by ``staging`` with renames (atomic on one file system)."""
-    if not folder.exists():
-        os.replace(staging, folder)
-        return
-    retired = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(folder, retired)
-    os.replace(staging, folder)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _umask() -> int:

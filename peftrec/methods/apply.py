@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from peft import PeftConfig, PeftModel, PeftType, get_peft_model
 
+from peftrec.atomic import swap_in
 from peftrec.errors import PeftrecError
 
 # Heads whose virtual tokens reach the model as a KV cache: gradient checkpointing drops it (peft refuses).
@@ -103,12 +104,7 @@ def save_head(model: torch.nn.Module, folder: str | Path) -> Path:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    return swap_in(tmp, folder)
 
 
 def load_head(base: torch.nn.Module, folder: str | Path, *, is_trainable: bool = False) -> torch.nn.Module:

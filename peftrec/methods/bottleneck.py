@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
+from peftrec.atomic import swap_in
 from peftrec.errors import PeftrecError
 from peftrec.models import count_parameters
 
@@ -537,12 +538,7 @@ class BottleneckModel(nn.Module):
             f"adapters.{k}": v.detach().to("cpu").contiguous() for k, v in self.adapters.state_dict().items()
         }
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-        return folder
+        return swap_in(tmp, folder)
 
     @classmethod
     def from_pretrained(
