@@ -123,10 +123,11 @@ def run(cfg: DictConfig) -> float:
         # Checkpoint choice only. A fixed draw (not cfg.seed) keeps every method and seed on the same rows.
         validation_examples = validation_examples.sample(n=tcfg.max_eval_examples, random_state=0).sort_index()
     tokenized = {
-        "train": task.dataset(split.train, titles),
         "validation": task.dataset(validation_examples, titles),
         "test": task.dataset(split.test, titles),
     }
+    if training:  # zero-shot runs never read the train split
+        tokenized["train"] = task.dataset(split.train, titles)
     metric_names = list(cfg.task.metrics)
     select = metric_lib.get_metric(cfg.task.select_metric)
 
@@ -145,10 +146,10 @@ def run(cfg: DictConfig) -> float:
         name: make_loader(tokenized[name], tokenizer, batch_size=tcfg.eval_batch_size, train=False)
         for name in ("validation", "test")
     }
-    train_loader = make_loader(
-        tokenized["train"], tokenizer, batch_size=tcfg.batch_size, train=True, seed=cfg.seed, num_workers=tcfg.num_workers
-    )
     if training:
+        train_loader = make_loader(
+            tokenized["train"], tokenizer, batch_size=tcfg.batch_size, train=True, seed=cfg.seed, num_workers=tcfg.num_workers
+        )
         optimizer = instantiate(tcfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
         scheduler = get_scheduler(
             tcfg.scheduler,
