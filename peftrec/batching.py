@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 # Columns the collator turns into tensors; everything else stays in the dataset for bookkeeping.
@@ -52,6 +52,52 @@ def tokenize_prompts(
 
     # In memory: a few thousand short prompts tokenize in about a second; an on-disk cache would cost more.
     return dataset.map(encode, batched=True, desc="Tokenizing", keep_in_memory=True)
+
+
+def tokenize_with_targets(
+    prompts: Sequence[str],
+    targets: Sequence[Sequence[int]],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+) -> datasets.Dataset:
+    """Tokenize prompts followed by given target token ids, with ``labels`` on the target only.
+
+    The target ids are appended as they are (not re-tokenized with the prompt), so the model learns
+    exactly the sequences a constrained decoder can produce. Over-long rows lose the prompt's oldest
+    tokens, never the target.
+
+    Args:
+        prompts: fully rendered prompts ending where the target starts.
+        targets: token ids per prompt (e.g. a title and eos).
+        tokenizer: the model's tokenizer.
+        add_special_tokens: False when the chat template already wrote the special tokens.
+        max_length: longest row in tokens, prompt plus target.
+
+    Returns:
+        Dataset with ``input_ids``, ``attention_mask``, ``labels`` (-100 on the prompt), ``length``, ``index``.
+    """
+    limit = max_length or tokenizer.model_max_length
+    dataset = datasets.Dataset.from_dict(
+        {"prompt": list(prompts), "target": [list(t) for t in targets], "index": list(range(len(prompts)))}
+    )
+
+    def encode(batch: Mapping[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["prompt"], add_special_tokens=add_special_tokens)["input_ids"]
+        input_ids, labels = [], []
+        for prompt_ids, target in zip(encoded, batch["target"], strict=True):
+            prompt_ids = prompt_ids[max(0, len(prompt_ids) + len(target) - limit) :]
+            input_ids.append(prompt_ids + target)
+            labels.append([-100] * len(prompt_ids) + target)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": [[1] * len(ids) for ids in input_ids],
+            "labels": labels,
+            "length": [len(ids) for ids in input_ids],
+        }
+
+    return dataset.map(encode, batched=True, desc="Tokenizing", keep_in_memory=True, remove_columns=["target"])
 
 
 class LongestFirstSampler(Sampler[int]):
@@ -99,11 +145,18 @@ def make_loader(
     else:
         sampler = LongestFirstSampler(lengths)
     columns = [c for c in MODEL_COLUMNS if c in dataset.column_names]
+    # Token-level labels (next-item titles) are padded with -100 like the inputs; one label per row is not.
+    token_labels = "labels" in dataset.column_names and isinstance(dataset[0]["labels"], list)
+    collator = (
+        DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, label_pad_token_id=-100)
+        if token_labels
+        else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    )
     return DataLoader(
         dataset.with_format(columns=columns),
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        collate_fn=collator,
         num_workers=num_workers,
         drop_last=False,
     )

@@ -1,18 +1,24 @@
-"""Derive a Markdown table from run records: ``python -m peftrec.report benchmarks/results``.
+"""Derive Markdown tables from run records: ``python -m peftrec.report benchmarks/results``.
 
-Tables are derived from the records, never edited by hand. A record with missing fields is still
-listed, with ``-`` where a value is missing.
+One table per task with its primary test metric (click: AUC, rating: RMSE, next item: NDCG@10) and a
+second one, the classical baselines once per distinct split, and, where several seeds ran the same
+configuration (few-shot sweeps), their mean and standard deviation. Tables are derived from the
+records, never edited by hand. A record with missing fields is still listed, with ``-`` where a value is
+missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("run", "method", "model", "test AUC [95% CI by user]", "trainable params", "train samples/s",
-           "eval samples/s", "peak memory", "wall", "device")
+# task -> (primary metric, secondary metric); a lower-is-better metric is marked in its header.
+METRICS = {"click": ("auc", "logloss"), "rating": ("rmse", "mae"), "generative": ("ndcg@10", "hit@10")}
+LOWER_IS_BETTER = {"rmse", "mae", "logloss"}
 
 
 def load_records(folder: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -32,18 +38,44 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _metric_header(name: str) -> str:
+    return f"test {name}" + (" (lower better)" if name in LOWER_IS_BETTER else "")
+
+
+def _split_label(record: dict[str, Any]) -> str:
+    params = _get(record, "split", "params") or {}
+    parts = [str(params.get("protocol", "-"))]
+    if params.get("train_shots"):
+        parts.append(f"{params['train_shots']} shots")
+    if params.get("cold_start"):
+        parts.append(f"cold {params['cold_start']}")
+    ranking = _get(record, "config", "task", "ranking")
+    if ranking:
+        parts.append(ranking)
+    return ", ".join(parts)
+
+
+def columns(task: str) -> list[str]:
+    """Column names of a task's table."""
+    primary, secondary = METRICS.get(task, METRICS["click"])
+    return ["run", "method", "model", "split", f"{_metric_header(primary)} [95% CI by user]", _metric_header(secondary),
+            "trainable params", "train samples/s", "eval samples/s", "peak memory", "wall", "device"]  # fmt: skip
+
+
 def row(name: str, record: dict[str, Any]) -> list[str]:
     """One table row for a run record."""
-    auc = _get(record, "metrics", "test", "auc")
-    ci = _get(record, "metrics", "test_ci95_by_user", "auc")
+    primary, secondary = METRICS.get(record.get("task", "click"), METRICS["click"])
+    value = _get(record, "metrics", "test", primary)
+    ci = _get(record, "metrics", "test_ci95_by_user", primary)
     memory = _get(record, "memory", "train") or _get(record, "memory", "eval") or {}
-    trainable = _get(record, "params", "trainable")
     return [
         name,
         str(record.get("method", "-")),
         str(record.get("model", "-")),
-        f"{_fmt(auc, '.3f')}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
-        _fmt(trainable, ","),
+        _split_label(record),
+        f"{_fmt(value, '.3f')}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+        _fmt(_get(record, "metrics", "test", secondary), ".3f"),
+        _fmt(_get(record, "params", "trainable"), ","),
         _fmt(_get(record, "speed", "train_samples_per_s"), ".2f"),
         _fmt(_get(record, "speed", "eval_samples_per_s"), ".2f"),
         f"{memory['gib']:.2f} GiB ({memory.get('kind', '?')})" if memory.get("gib") is not None else "-",
@@ -52,29 +84,73 @@ def row(name: str, record: dict[str, Any]) -> list[str]:
     ]
 
 
-def baseline_rows(records: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
-    """Rows for the trivial baselines, once per distinct split (same fingerprint, same numbers)."""
+def baseline_rows(records: list[tuple[str, dict[str, Any]]], task: str) -> list[list[str]]:
+    """Rows for the classical baselines, once per distinct split and baseline (same split, same numbers)."""
+    primary, secondary = METRICS.get(task, METRICS["click"])
     rows, seen = [], set()
     for _, record in records:
         fingerprint = _get(record, "split", "fingerprint")
-        if fingerprint in seen:
-            continue
-        seen.add(fingerprint)
         for name, values in (record.get("baselines_test") or {}).items():
-            rows.append([f"baseline: {name}", "trivial", "-", _fmt(values.get("auc"), ".3f"), "0", "-", "-", "-", "-", "-"])
+            if (fingerprint, name) in seen:
+                continue
+            seen.add((fingerprint, name))
+            ci = _get(record, "baselines", name, "test_ci95_by_user", primary)
+            rows.append(
+                [f"baseline: {name}", "classical", "-", _split_label(record),
+                 _fmt(values.get(primary), ".3f") + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+                 _fmt(values.get(secondary), ".3f"), "-", "-", "-", "-", "-", "-"]
+            )  # fmt: skip
     return rows
 
 
+def seed_summary(records: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Mean and standard deviation over seeds of runs that differ only in the seed (e.g. few-shot)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for _, record in records:
+        task = record.get("task", "click")
+        if record.get("method") == "baselines":
+            continue
+        primary = METRICS.get(task, METRICS["click"])[0]
+        value = _get(record, "metrics", "test", primary)
+        if value is None:
+            continue
+        key = (task, primary, record.get("method"), record.get("model"), _split_label(record), record.get("steps"))
+        groups[key].append(value)
+    lines = []
+    for (task, primary, method, model, split, steps), values in sorted(groups.items(), key=str):
+        if len(values) < 2:
+            continue
+        lines.append(
+            f"| {task} | {method} | {model} | {split} | {steps} | {len(values)} | "
+            f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({primary}) |"
+        )
+    if not lines:
+        return []
+    return ["| task | method | model | split | steps | seeds | test mean ± std |", "|---|---|---|---|---|---|---|", *lines]
+
+
 def markdown(records: list[tuple[str, dict[str, Any]]]) -> str:
-    """The Markdown table of all records, followed by the trivial baselines on their splits."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row(name, record)) + " |" for name, record in records]
-    lines += ["| " + " | ".join(cells) + " |" for cells in baseline_rows(records)]
-    return "\n".join(lines)
+    """The Markdown report: a table per task (runs, then baselines), then the seed summary."""
+    by_task: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for name, record in records:
+        by_task[record.get("task", "click")].append((name, record))
+    out: list[str] = []
+    for task in sorted(by_task, key=lambda t: list(METRICS).index(t) if t in METRICS else len(METRICS)):
+        group = by_task[task]
+        header = columns(task)
+        if out:
+            out.append("")
+        out += [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row(n, r)) + " |" for n, r in group if r.get("method") != "baselines"]
+        out += ["| " + " | ".join(cells) + " |" for cells in baseline_rows(group, task)]
+    summary = seed_summary(records)
+    if summary:
+        out += ["", "### mean over seeds", "", *summary]
+    return "\n".join(out)
 
 
 def main() -> None:
-    """Print the table for a folder of run records."""
+    """Print the report for a folder of run records."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder of run records (result.json copies)")
     args = parser.parse_args()

@@ -211,7 +211,8 @@ def predict(
         desc: progress-bar label.
 
     Returns:
-        ``(scores, throughput)``, scores in the dataset's original row order.
+        ``(outputs, throughput)``: one output per row (a score, or a row of scores / item ids), in the
+        dataset's original row order.
     """
     model.eval()
     indices, scores = [], []
@@ -222,13 +223,15 @@ def predict(
         index, batch_scores = accelerator.gather_for_metrics((batch["index"], batch_scores))
         throughput.add(batch)
         indices.append(index.cpu())
-        scores.append(batch_scores.float().cpu())
+        scores.append(batch_scores.cpu())
     throughput.seconds = time.perf_counter() - start
     if not indices:
         return np.zeros(0, dtype=np.float64), throughput
     index = torch.cat(indices).numpy()
-    ordered = np.empty(len(index), dtype=np.float64)
-    ordered[index] = torch.cat(scores).numpy()
+    values = torch.cat(scores)
+    values = values.double() if values.is_floating_point() else values.long()
+    ordered = np.empty((len(index), *values.shape[1:]), dtype=values.numpy().dtype)
+    ordered[index] = values.numpy()
     return ordered, throughput
 
 

@@ -17,7 +17,8 @@ INTERACTIONS = pd.DataFrame(
 
 def test_means_use_only_strictly_earlier_events():
     examples = pd.DataFrame({"user_id": ["a", "b", "c", "b"], "item_id": ["x", "x", "y", "y"]})
-    means = earlier_means(INTERACTIONS.sample(frac=1.0, random_state=3), examples)  # input order is irrelevant
+    shuffled = INTERACTIONS.sample(frac=1.0, random_state=3)  # input order is irrelevant
+    means = earlier_means(shuffled, examples)
     # (a,x) is the first event: nothing before it. (b,x): item x had 5. (c,y): y unseen, global (5+1)/2.
     # (b,y): y had 4 and 1 -> 2.5; global before it: (5+1+4+1)/4 = 2.75.
     np.testing.assert_allclose(means["item_mean"], [np.nan, 5.0, np.nan, 2.5])
@@ -26,7 +27,11 @@ def test_means_use_only_strictly_earlier_events():
 
 def test_baseline_scores_by_hand():
     examples = pd.DataFrame(
-        {"user_id": ["b", "c", "b"], "item_id": ["x", "y", "y"], "history_ratings": [[4.0, 2.0], [5.0, 5.0, 2.0], [1.0]]}
+        {
+            "user_id": ["b", "c", "b"],
+            "item_id": ["x", "y", "y"],
+            "history_ratings": [[4.0, 2.0], [5.0, 5.0, 2.0], [1.0]],
+        }
     )
     scores = click_baseline_scores(INTERACTIONS, examples)
     np.testing.assert_allclose(scores["item_mean_before"], [5.0, 3.0, 2.5])  # (c,y): no earlier y -> global 3

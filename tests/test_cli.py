@@ -29,11 +29,23 @@ def peftrec(*overrides: str, cwd: Path, env_extra: dict | None = None) -> subpro
     env = {**os.environ, "PEFTREC_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PEFTREC_CACHE": str(cwd / "cache")}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "peftrec", *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "peftrec", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
-def toy_overrides(model_dir: Path, csv: tuple[Path, Path], run_dir: Path, *extra: str, recipe: str = "lora_click") -> list[str]:
+def toy_overrides(
+    model_dir: Path,
+    csv: tuple[Path, Path],
+    run_dir: Path,
+    *extra: str,
+    recipe: str = "lora_click",
+    protocol: str = "full",
+) -> list[str]:
     inter, items = csv
     return [
         f"recipe={recipe}",
@@ -48,7 +60,7 @@ def toy_overrides(model_dir: Path, csv: tuple[Path, Path], run_dir: Path, *extra
         "data.item_columns.item_id=movie",
         "data.item_columns.title=name",
         "data.history_len=5",
-        "data.protocol=full",
+        f"data.protocol={protocol}",
         "trainer.precision=fp32",
         f"hydra.run.dir={run_dir}",
         *extra,
@@ -64,8 +76,13 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
     run_dir = tmp_path / "run"
     proc = peftrec(
         *toy_overrides(
-            tiny_model_dir, toy_csv, run_dir,
-            "trainer.max_steps=60", "trainer.eval_every=30", "trainer.batch_size=16", "trainer.optimizer.lr=2e-2",
+            tiny_model_dir,
+            toy_csv,
+            run_dir,
+            "trainer.max_steps=60",
+            "trainer.eval_every=30",
+            "trainer.batch_size=16",
+            "trainer.optimizer.lr=2e-2",
         ),
         cwd=tmp_path,
     )
@@ -79,7 +96,11 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
     assert result["metrics"]["test"]["auc"] > 0.95
     # Trivial baselines on the same split: on toy data the item's earlier mean separates Good from Bad.
     assert result["baselines_test"]["item_mean_before"]["auc"] > 0.95
-    assert set(result["baselines_test"]) == {"item_mean_before", "user_history_mean", "user_mean_plus_item_offset"}
+    assert set(result["baselines_test"]) == {
+        "item_mean_before",
+        "user_history_mean",
+        "user_mean_plus_item_offset",
+    }
     assert [v["step"] for v in result["validations"]] == [30, 60]
     assert result["best_step"] in (30, 60)
     for key in ("train_samples_per_s", "train_tokens_per_s", "eval_samples_per_s", "eval_tokens_per_s"):
@@ -87,17 +108,26 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
     assert result["memory"]["train"]["kind"] == "process_peak_rss" and result["memory"]["train"]["gib"] > 0
     assert result["versions"]["torch"] and result["device"]["type"] == "cpu"
     assert result["adapter"]["bytes"] > 0
-    assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (run_dir / "config.yaml").is_file() and list(
+        (run_dir / "tensorboard").rglob("events.out.tfevents.*")
+    )
 
     # The saved adapter reproduces the recorded test scores exactly: save -> load -> same outputs.
     split = ClickSplit.load(run_dir / "split")
     inter, items = toy_csv
-    data = load_tabular(inter, items, columns={"user_id": "user", "item_id": "movie", "rating": "stars", "timestamp": "time"},
-                        item_columns={"item_id": "movie", "title": "name"})
+    data = load_tabular(
+        inter,
+        items,
+        columns={"user_id": "user", "item_id": "movie", "rating": "stars", "timestamp": "time"},
+        item_columns={"item_id": "movie", "title": "name"},
+    )
     tokenizer = load_tokenizer(tiny_model_dir, max_length=512)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
-    task = ClickTask(tokenizer, ClickPrompt(template=result["config"]["task"]["template"], like_threshold=3.0, chat_template=True))
+    task = ClickTask(
+        tokenizer,
+        ClickPrompt(template=result["config"]["task"]["template"], like_threshold=3.0, chat_template=True),
+    )
     loader = make_loader(task.dataset(split.test, data.item_titles()), tokenizer, batch_size=32, train=False)
     scores = torch.zeros(len(split.test))
     with torch.no_grad():
@@ -127,7 +157,10 @@ def test_unknown_recipe_lists_the_available_ones(tmp_path):
 def test_unknown_config_key_is_named(tmp_path):
     proc = peftrec("recipe=lora_click", "trainer.max_stepz=3", cwd=tmp_path)
     assert proc.returncode != 0
-    assert "Could not override 'trainer.max_stepz'" in proc.stderr and "Key 'max_stepz' is not in struct" in proc.stderr
+    assert (
+        "Could not override 'trainer.max_stepz'" in proc.stderr
+        and "Key 'max_stepz' is not in struct" in proc.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -148,8 +181,12 @@ def test_bad_input_exits_with_a_message_naming_the_fix(tiny_model_dir, toy_csv, 
 
 def test_missing_data_file_is_named(tiny_model_dir, tmp_path):
     proc = peftrec(
-        "recipe=lora_click", f"model.name={tiny_model_dir}", "data=custom", f"data.interactions={tmp_path / 'nope.csv'}",
-        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+        "recipe=lora_click",
+        f"model.name={tiny_model_dir}",
+        "data=custom",
+        f"data.interactions={tmp_path / 'nope.csv'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "nope.csv" in proc.stderr and "Traceback" not in proc.stderr
@@ -157,7 +194,8 @@ def test_missing_data_file_is_named(tiny_model_dir, tmp_path):
 
 def test_model_that_no_source_provides_names_every_source(tmp_path, toy_csv):
     proc = peftrec(
-        *toy_overrides(Path("nobody/no-such-model"), toy_csv, tmp_path / "run"), cwd=tmp_path,
+        *toy_overrides(Path("nobody/no-such-model"), toy_csv, tmp_path / "run"),
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "nobody/no-such-model" in proc.stderr and "Traceback" not in proc.stderr

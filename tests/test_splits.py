@@ -11,9 +11,11 @@ import pytest
 from peftrec.assets import resolve_dataset
 from peftrec.data import (
     ClickSplit,
+    ExampleSplit,
     RecData,
     click_examples,
     click_split,
+    example_split,
     event_hash,
     load_recdata,
     sort_events,
@@ -225,7 +227,7 @@ def test_single_class_split_is_an_error_naming_it():
 def test_bad_arguments():
     data = synthetic(n_users=5)
     with pytest.raises(DataError, match=r"data\.protocol"):
-        click_split(data, protocol="random")
+        click_split(data, protocol="weekly")
     with pytest.raises(DataError, match=r"data\.fractions"):
         click_split(data, fractions=(0.8, 0.1))
 
@@ -284,3 +286,90 @@ def test_tallrec_split_on_real_movielens_100k():
     assert summary["test"]["users"] == 34
     # Pins the tie order and the fingerprint's serialisation: a change here changes every saved split.
     assert split.fingerprint == "ad481719ccbc6d95906aa7d206a4fd5d5cac9ce0bdda4e099a0c4f5ca67ca7a4"
+
+
+# --- per-user, random and cold-start protocols ----------------------------------------------------
+
+
+def test_per_user_leave_one_out(data):
+    split = example_split(data, protocol="per_user", history_len=HISTORY, holdout=1)
+    examples = click_examples(data.interactions, history_len=HISTORY)
+    per_user = examples.groupby("user_id").size()
+    eligible_users = set(per_user[per_user > 2].index)
+    # Exactly one test and one validation example per user with enough examples, and those are the user's
+    # last and second-last events in the canonical order.
+    assert set(split.test["user_id"]) == eligible_users
+    assert split.test["user_id"].is_unique and split.validation["user_id"].is_unique
+    last = examples.groupby("user_id").tail(1).set_index("user_id")["item_id"]
+    second = examples.groupby("user_id").tail(2).groupby("user_id").head(1).set_index("user_id")["item_id"]
+    assert (split.test.set_index("user_id")["item_id"] == last.loc[split.test["user_id"]]).all()
+    assert (split.validation.set_index("user_id")["item_id"] == second.loc[split.validation["user_id"]]).all()
+    assert len(split.train) + len(split.validation) + len(split.test) == len(examples)
+    # Inside each user, every train target precedes the validation target, which precedes the test target.
+    order = {(u, i): k for k, (u, i) in enumerate(zip(examples["user_id"], examples["item_id"], strict=True))}
+    rank = {
+        name: frame.assign(k=[order[key] for key in zip(frame["user_id"], frame["item_id"], strict=True)])
+        for name, frame in split.frames().items()
+    }
+    latest_train = rank["train"].groupby("user_id")["k"].max()
+    val_k = rank["validation"].set_index("user_id")["k"]
+    test_k = rank["test"].set_index("user_id")["k"]
+    assert (latest_train.loc[val_k.index] < val_k).all() and (val_k < test_k.loc[val_k.index]).all()
+
+
+def test_per_user_holdout_two(data):
+    split = example_split(data, protocol="per_user", history_len=HISTORY, holdout=2)
+    assert (split.test.groupby("user_id").size() == 2).all()
+    assert (split.validation.groupby("user_id").size() == 2).all()
+
+
+def test_random_split_is_seeded_and_partitions(data):
+    a = example_split(data, protocol="random", history_len=HISTORY, fractions=(0.7, 0.1, 0.2), seed=1)
+    b = example_split(data, protocol="random", history_len=HISTORY, fractions=(0.7, 0.1, 0.2), seed=1)
+    c = example_split(data, protocol="random", history_len=HISTORY, fractions=(0.7, 0.1, 0.2), seed=2)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    n = sum(len(f) for f in a.frames().values())
+    assert len(a.train) == int(n * 0.7) and len(a.validation) == int(n * 0.1)
+    keys = [set(zip(f["user_id"], f["item_id"], strict=True)) for f in a.frames().values()]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+
+
+@pytest.mark.parametrize("kind", ["users", "items"])
+def test_cold_start_never_occurs_in_training(data, kind):
+    split = example_split(
+        data, protocol="full", history_len=HISTORY, cold_start=kind, cold_fraction=0.3, seed=5
+    )
+    train = split.train
+    seen_users = set(train["user_id"])
+    seen_items = set(train["item_id"]).union(*map(set, train["history_item_ids"]))
+    for name in ("validation", "test"):
+        frame = split.frames()[name]
+        cold = frame["cold"].to_numpy()
+        key = frame["user_id"] if kind == "users" else frame["item_id"]
+        seen = seen_users if kind == "users" else seen_items
+        # cold <=> never in any train example (as user, or as target or history item)
+        np.testing.assert_array_equal(cold, ~key.isin(seen).to_numpy())
+    assert split.test["cold"].sum() >= 1 and (~split.test["cold"]).sum() >= 1
+    assert split.params["cold_removed_train_examples"] > 0
+    assert split.summary()["splits"]["test"]["cold_examples"] == int(split.test["cold"].sum())
+    # The same seed draws the same cold set; saving keeps the column and the fingerprint.
+    again = example_split(
+        data, protocol="full", history_len=HISTORY, cold_start=kind, cold_fraction=0.3, seed=5
+    )
+    assert again.fingerprint == split.fingerprint
+
+
+def test_cold_start_split_roundtrip(tmp_path, data):
+    split = example_split(data, protocol="per_user", history_len=HISTORY, cold_start="users", seed=0)
+    loaded = ExampleSplit.load(split.save(tmp_path / "split"))
+    assert loaded.fingerprint == split.fingerprint
+    assert loaded.test["cold"].dtype == bool
+
+
+def test_bad_protocol_arguments(data):
+    with pytest.raises(DataError, match=r"data\.holdout"):
+        example_split(data, protocol="per_user", holdout=0)
+    with pytest.raises(DataError, match=r"data\.cold_start"):
+        example_split(data, cold_start="items_and_users")
+    with pytest.raises(DataError, match=r"data\.cold_fraction"):
+        example_split(data, cold_start="users", cold_fraction=1.5)

@@ -26,18 +26,29 @@ from peftrec.data.schema import (
     sort_events,
     validate,
 )
+from peftrec.data.seen import items_before
 from peftrec.data.splits import (
+    COLD_COLUMN,
+    COLD_START,
     EXAMPLE_COLUMNS,
     PROTOCOLS,
     SPLIT_NAMES,
     ClickSplit,
+    ExampleSplit,
     click_examples,
     click_split,
+    example_split,
+    training_events,
 )
 from peftrec.data.tabular import load_tabular
 
 __all__ = [
+    "COLD_COLUMN",
+    "COLD_START",
     "EXAMPLE_COLUMNS",
+    "ExampleSplit",
+    "example_split",
+    "training_events",
     "INTERACTION_COLUMNS",
     "ITEM_COLUMNS",
     "LAYOUTS",
@@ -48,6 +59,7 @@ __all__ = [
     "click_examples",
     "click_split",
     "event_hash",
+    "items_before",
     "load_recdata",
     "load_tabular",
     "read_grouplens_100k",
