@@ -74,7 +74,10 @@ def baseline_inputs(
             k: np.clip(v, *RATING_SCALE)
             for k, v in click_baseline_scores(data.interactions, examples).items()
         }
+        # Online earlier-rating means (REFERENCES.md's trivial baselines) beside models learned from the
+        # training events; the learned history mean is the same number as the online one.
         learned = rating_baseline_predictions(train, examples, seed=seed, mf_backend=MF_BACKEND)
+        learned["user_mean_plus_train_item_offset"] = learned.pop("user_mean_plus_item_offset")
         truth = examples["rating"].to_numpy(dtype=np.float64)
         inputs = {name: {"y_true": truth, "y_pred": v} for name, v in {**learned, **online}.items()}
     elif task_name == "generative":

@@ -22,8 +22,13 @@ LOWER_IS_BETTER = {"rmse", "mae", "logloss"}
 
 
 def load_records(folder: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """Read every ``*.json`` run record in ``folder`` (sorted by file name)."""
-    return [(path.stem, json.loads(path.read_text())) for path in sorted(Path(folder).glob("*.json"))]
+    """Read the run records under ``folder``: its ``*.json`` files (committed records, named by file)
+    and the ``result.json`` of every run folder below it (a Hydra multirun sweep, named by folder)."""
+    folder = Path(folder)
+    records = [(path.stem, json.loads(path.read_text())) for path in sorted(folder.glob("*.json"))]
+    for path in sorted(folder.glob("*/**/result.json")):
+        records.append((str(path.parent.relative_to(folder)), json.loads(path.read_text())))
+    return records
 
 
 def _get(record: dict[str, Any], *keys: str) -> Any:
@@ -114,7 +119,14 @@ def seed_summary(records: list[tuple[str, dict[str, Any]]]) -> list[str]:
         value = _get(record, "metrics", "test", primary)
         if value is None:
             continue
-        key = (task, primary, record.get("method"), record.get("model"), _split_label(record), record.get("steps"))
+        key = (
+            task,
+            primary,
+            record.get("method"),
+            record.get("model"),
+            _split_label(record),
+            record.get("steps"),
+        )
         groups[key].append(value)
     lines = []
     for (task, primary, method, model, split, steps), values in sorted(groups.items(), key=str):
@@ -126,7 +138,11 @@ def seed_summary(records: list[tuple[str, dict[str, Any]]]) -> list[str]:
         )
     if not lines:
         return []
-    return ["| task | method | model | split | steps | seeds | test mean ± std |", "|---|---|---|---|---|---|---|", *lines]
+    return [
+        "| task | method | model | split | steps | seeds | test mean ± std |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+    ]
 
 
 def markdown(records: list[tuple[str, dict[str, Any]]]) -> str:
@@ -152,7 +168,7 @@ def markdown(records: list[tuple[str, dict[str, Any]]]) -> str:
 def main() -> None:
     """Print the report for a folder of run records."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="folder of run records (result.json copies)")
+    parser.add_argument("folder", type=Path, help="folder of run records, or a sweep's folder of run folders")
     args = parser.parse_args()
     print(markdown(load_records(args.folder)))
 

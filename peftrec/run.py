@@ -290,13 +290,22 @@ def run_baselines_only(
     """``recipe=baselines_<task>``: every classical baseline of ``task.baselines`` on the split's
     validation and test rows (the same rows an LM run is tested on), in the LM runs' record format."""
     names = baseline_metrics(cfg.task.name, list(cfg.task.metrics))
+    # One call over validation and test rows together: learned baselines (SASRec) train once.
+    both = pd.concat([examples["validation"], examples["test"]], ignore_index=True)
+    cut = len(examples["validation"])
+    joint = baseline_inputs(
+        cfg.task.name,
+        list(cfg.task.baselines),
+        data,
+        split,
+        both,
+        like_threshold=cfg.data.like_threshold,
+        seed=cfg.seed,
+    )
     by_split = {
-        split_name: baseline_inputs(
-            cfg.task.name, list(cfg.task.baselines), data, split, examples[split_name],
-            like_threshold=cfg.data.like_threshold, seed=cfg.seed,
-        )
-        for split_name in ("validation", "test")
-    }  # fmt: skip
+        "validation": {name: {k: v[:cut] for k, v in inputs.items()} for name, inputs in joint.items()},
+        "test": {name: {k: v[cut:] for k, v in inputs.items()} for name, inputs in joint.items()},
+    }
     baselines = {
         name: {
             "validation": metric_lib.compute(names, **by_split["validation"][name]),

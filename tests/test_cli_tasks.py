@@ -6,6 +6,9 @@ Each runs the real entry point in a subprocess (Hydra, Accelerate, peft, the run
 from __future__ import annotations
 
 import json
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +182,29 @@ def test_cold_start_users_reports_warm_and_cold_metrics(tiny_model_dir, toy_csv,
     assert metrics["test_cold"]["examples"] > 0 and metrics["test_warm"]["examples"] > 0
     assert metrics["test_cold"]["examples"] + metrics["test_warm"]["examples"] == result["examples"]["test"]
     assert 0 <= metrics["test_cold"]["auc"] <= 1
+
+
+def test_few_shot_sweep_over_seeds_reports_mean_and_std(tiny_model_dir, toy_csv, tmp_path):
+    """A Hydra multirun in one process (Accelerate state shared by the jobs), then the report."""
+    sweep = tmp_path / "sweep"
+    overrides = [
+        o
+        for o in toy_overrides(tiny_model_dir, toy_csv, tmp_path / "unused")
+        if not o.startswith("hydra.run.dir")
+    ]
+    proc = peftrec(
+        "-m", *overrides, "trainer.max_steps=3", "trainer.eval_every=3", "data.train_shots=16", "seed=0,1,2",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((sweep / str(k) / "result.json").read_text()) for k in range(3)]
+    assert [r["seed"] for r in results] == [0, 1, 2]
+    assert all(r["examples"]["train"] == 16 for r in results)
+    # Each seed draws its own 16 shots from one split; validation and test rows are the same for all.
+    assert len({r["split"]["fingerprint"] for r in results}) == 3
+    report = subprocess.run(
+        [sys.executable, "-m", "peftrec.report", str(sweep)], capture_output=True, text=True, check=True
+    ).stdout
+    aucs = [r["metrics"]["test"]["auc"] for r in results]
+    expected = f"{statistics.mean(aucs):.3f} ± {statistics.stdev(aucs):.3f} (auc)"
+    assert f"| click | lora | {tiny_model_dir} | full, 16 shots | 3 | 3 | {expected} |" in report

@@ -488,8 +488,8 @@ def _umask() -> int:
 def training_events(interactions: pd.DataFrame, split: ExampleSplit) -> pd.DataFrame:
     """The ratings a classical baseline may learn from under the split's protocol (leakage-free).
 
-    - ``"tallrec"`` / ``"full"``: every event before the first test example's event (canonical order):
-      what was known when the test period starts.
+    - ``"tallrec"`` / ``"full"``: every event before the first validation example's event (canonical
+      order): what was known when the held-out period starts, as for the LM's train split.
     - ``"per_user"``: each user's events before their first validation or test example.
     - ``"random"``: every event that is not a validation or test example.
     - cold start: additionally, no event of a cold user, or of a cold item.
@@ -511,7 +511,7 @@ def training_events(interactions: pd.DataFrame, split: ExampleSplit) -> pd.DataF
     order = np.arange(len(events))
     protocol = split.params.get("protocol")
     if protocol in ("tallrec", "full"):
-        keep = order < position.reindex(pd.MultiIndex.from_frame(split.test[key_columns])).min()
+        keep = order < position.reindex(held_keys).min()
     elif protocol == "per_user":
         first_held = pd.Series(position.reindex(held_keys).to_numpy(), index=held_out["user_id"].to_numpy())
         cut = events["user_id"].map(first_held.groupby(level=0).min()).fillna(np.inf).to_numpy()
