@@ -97,7 +97,9 @@ def tokenize_with_targets(
             "length": [len(ids) for ids in input_ids],
         }
 
-    return dataset.map(encode, batched=True, desc="Tokenizing", keep_in_memory=True, remove_columns=["target"])
+    return dataset.map(
+        encode, batched=True, desc="Tokenizing", keep_in_memory=True, remove_columns=["target"]
+    )
 
 
 class LongestFirstSampler(Sampler[int]):

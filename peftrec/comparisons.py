@@ -40,6 +40,7 @@ def baseline_inputs(
     examples: pd.DataFrame,
     *,
     like_threshold: float = 3.0,
+    top_k: int | None = None,
     seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Metric inputs of each requested baseline on ``examples`` (rows of ``split``'s test).
@@ -52,6 +53,8 @@ def baseline_inputs(
         split: the split the run uses.
         examples: the rows to score (test, with ``seen_item_ids`` / ``candidate_item_ids`` for ranking).
         like_threshold: click label threshold.
+        top_k: catalog ranking only: the LM's list length; a baseline's rank at or past it counts as a
+            miss, so that MRR means the same (MRR over a top-K list) for both.
         seed: seeds the learned baselines.
 
     Returns:
@@ -87,9 +90,12 @@ def baseline_inputs(
         full_history = examples.assign(history_item_ids=sequences_before(data.interactions, examples))
         wanted = [n for n in names if n in NEXT_ITEM_BASELINES]
         scores = next_item_scores(train, full_history, item_ids, seed=seed, baselines=wanted)
-        inputs = {
-            name: {"ranks": next_item_ranks(matrix, examples, item_ids)} for name, matrix in scores.items()
-        }
+        inputs = {}
+        for name, matrix in scores.items():
+            ranks = next_item_ranks(matrix, examples, item_ids)
+            if top_k is not None and "candidate_item_ids" not in examples.columns:
+                ranks[ranks >= top_k] = np.inf
+            inputs[name] = {"ranks": ranks}
     else:
         raise PeftrecError(f"no baselines for task {task_name!r}")
     unknown = sorted(set(names) - set(inputs))

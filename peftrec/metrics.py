@@ -227,7 +227,9 @@ def get_metric(name: str) -> Metric:
         fn, higher = _AT_K[match.group(1)]
         return Metric(name, partial(fn, k=int(match.group(2))), higher, ("ranks",))
     known = [*METRICS, *(f"{n}@K" for n in _AT_K)]
-    raise PeftrecError(f"unknown metric {name!r} (task.metrics / task.select_metric); known: {known} (K a positive integer)")
+    raise PeftrecError(
+        f"unknown metric {name!r} (task.metrics / task.select_metric); known: {known} (K a positive integer)"
+    )
 
 
 def compute(names: Iterable[str], **inputs: Any) -> dict[str, float]:

@@ -14,7 +14,17 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("peftrec", "torch", "transformers", "peft", "accelerate", "datasets", "hydra-core", "numpy", "scikit-learn")
+PACKAGES = (
+    "peftrec",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "hydra-core",
+    "numpy",
+    "scikit-learn",
+)
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
@@ -63,7 +73,11 @@ def git_commit() -> dict[str, Any]:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source, capture_output=True, text=True, check=True, timeout=10,
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -75,7 +89,9 @@ def device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), count=torch.cuda.device_count())
+        info.update(
+            name=props.name, memory_gib=round(props.total_memory / 2**30, 1), count=torch.cuda.device_count()
+        )
     else:
         info.update(name=_cpu_name(), logical_cores=os.cpu_count())
     return info
@@ -111,4 +127,7 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
         }
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     scale = 1 if platform.system() == "Darwin" else 1024
-    return {"kind": "process_peak_rss", "gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30, 3)}
+    return {
+        "kind": "process_peak_rss",
+        "gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30, 3),
+    }

@@ -231,6 +231,7 @@ def run(cfg: DictConfig) -> float:
             split,
             test,
             like_threshold=cfg.data.like_threshold,
+            top_k=cfg.task.get("top_k"),
             seed=cfg.seed,
         ).items()
     }
@@ -300,6 +301,7 @@ def run_baselines_only(
         split,
         both,
         like_threshold=cfg.data.like_threshold,
+        top_k=cfg.task.get("top_k"),
         seed=cfg.seed,
     )
     by_split = {
@@ -397,7 +399,7 @@ def with_ranking_inputs(
     item_ids = data.items["item_id"].astype(str).tolist()
     out = {}
     for name, frame in frames.items():
-        if task_cfg.get("exclude_seen", True):
+        if task_cfg.get("exclude_seen", True) and name != "train":  # only ranked lists exclude
             frame = frame.assign(seen_item_ids=[sorted(s) for s in items_before(data.interactions, frame)])
         if task_cfg.get("ranking") == "candidates":
             drawn = draw_candidates(frame, data.interactions, item_ids, n=task_cfg.num_candidates, seed=seed)

@@ -129,7 +129,9 @@ def train(
         The outcome, with the best step's trainable weights in ``best_state``.
     """
     outcome = TrainOutcome()
-    bar = tqdm(total=settings.max_steps, desc="Training", unit="step", disable=not accelerator.is_main_process)
+    bar = tqdm(
+        total=settings.max_steps, desc="Training", unit="step", disable=not accelerator.is_main_process
+    )
     running_loss, running_count = 0.0, 0
     epoch = 0
     start = time.perf_counter()
@@ -162,10 +164,17 @@ def train(
             step = outcome.steps
             train_seconds = outcome.throughput.seconds + time.perf_counter() - start
             bar.update(1)
-            bar.set_postfix(loss=f"{running_loss / running_count:.4f}", samples_s=f"{outcome.throughput.samples / train_seconds:.1f}")
+            bar.set_postfix(
+                loss=f"{running_loss / running_count:.4f}",
+                samples_s=f"{outcome.throughput.samples / train_seconds:.1f}",
+            )
             if step % settings.log_every == 0 or step == settings.max_steps:
                 accelerator.log(
-                    {"train/loss": running_loss / running_count, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch},
+                    {
+                        "train/loss": running_loss / running_count,
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/epoch": epoch,
+                    },
                     step=step,
                 )
                 running_loss, running_count = 0.0, 0

@@ -373,3 +373,14 @@ def test_bad_protocol_arguments(data):
         example_split(data, cold_start="items_and_users")
     with pytest.raises(DataError, match=r"data\.cold_fraction"):
         example_split(data, cold_start="users", cold_fraction=1.5)
+
+
+@pytest.mark.slow
+def test_per_user_split_on_real_movielens_100k():
+    """The rating and next-item default: every one of the 943 users is tested on their last rating."""
+    data = load_recdata(resolve_dataset("movielens-100k"))
+    split = example_split(data, protocol="per_user")
+    assert [len(f) for f in split.frames().values()] == [88_684, 943, 943]
+    assert split.test["user_id"].nunique() == 943
+    # Pinned like the TALLRec split's: the records in benchmarks/results name this fingerprint.
+    assert split.fingerprint == "4b881a9c555fbfca126160c2da6c8eeed3874ded9b05594674c51aa48fce281e"

@@ -78,7 +78,11 @@ def _target_message(model: torch.nn.Module, config: PeftConfig) -> str:
     targets = config.target_modules
     shown = targets if isinstance(targets, str) else sorted(targets or [])
     names = sorted(
-        {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
     )
     return (
         f"peft.target_modules={shown} matches no layer of this model. "
@@ -127,10 +131,11 @@ def load_head(base: torch.nn.Module, folder: str | Path, *, is_trainable: bool =
     folder = Path(folder)
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():
-        raise PeftrecError(f"{folder} holds no adapter (no adapter_config.json): pass a run's adapter/ folder")
+        raise PeftrecError(
+            f"{folder} holds no adapter (no adapter_config.json): pass a run's adapter/ folder"
+        )
     if json.loads(config_path.read_text()).get("peft_type") == "BOTTLENECK":
         from peftrec.methods.bottleneck import BottleneckModel
 
         return BottleneckModel.from_pretrained(base, folder, is_trainable=is_trainable)
     return PeftModel.from_pretrained(base, folder, is_trainable=is_trainable)
-

@@ -64,7 +64,9 @@ def training_hooks(model: torch.nn.Module) -> TrainingHooks:
     if config.tfinal < 1:
         log.warning(
             "AdaLoRA with tfinal=%d never fixes its final rank pattern within total_step=%d steps; "
-            "set peft.tfinal >= 1", config.tfinal, config.total_step,
+            "set peft.tfinal >= 1",
+            config.tfinal,
+            config.total_step,
         )
 
     def allocate(step: int) -> None:
@@ -75,7 +77,9 @@ def training_hooks(model: torch.nn.Module) -> TrainingHooks:
     if config.orth_reg_weight > 0:
         # (right singular vectors?, factor): A is r x in, B is out x r.
         factors = [
-            ("lora_A" in n, p) for n, p in model.named_parameters() if p.requires_grad and ("lora_A" in n or "lora_B" in n)
+            ("lora_A" in n, p)
+            for n, p in model.named_parameters()
+            if p.requires_grad and ("lora_A" in n or "lora_B" in n)
         ]
 
         def regularizer() -> torch.Tensor:

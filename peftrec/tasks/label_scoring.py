@@ -93,5 +93,7 @@ def resolve_label_ids(
             )
         ids.append(word_ids[0])
     if len(set(ids)) != len(ids):
-        raise PeftrecError(f"label words {list(words)} map to the same token ids {ids}: choose distinct words")
+        raise PeftrecError(
+            f"label words {list(words)} map to the same token ids {ids}: choose distinct words"
+        )
     return ids
