@@ -57,6 +57,8 @@ def _split_label(record: dict[str, Any]) -> str:
     ranking = _get(record, "config", "task", "ranking")
     if ranking:
         parts.append(ranking)
+    if _get(record, "config", "trainer", "max_test_examples"):  # a fixed draw of the test rows (CPU budgets)
+        parts.append(f"{_get(record, 'examples', 'test')} test rows")
     return ", ".join(parts)
 
 
@@ -94,11 +96,12 @@ def baseline_rows(records: list[tuple[str, dict[str, Any]]], task: str) -> list[
     primary, secondary = METRICS.get(task, METRICS["click"])
     rows, seen = [], set()
     for _, record in records:
-        fingerprint = _get(record, "split", "fingerprint")
+        # The same split can be scored on other rows (a test draw) or another way (candidates).
+        where = (_get(record, "split", "fingerprint"), _split_label(record))
         for name, values in (record.get("baselines_test") or {}).items():
-            if (fingerprint, name) in seen:
+            if (*where, name) in seen:
                 continue
-            seen.add((fingerprint, name))
+            seen.add((*where, name))
             ci = _get(record, "baselines", name, "test_ci95_by_user", primary)
             rows.append(
                 [f"baseline: {name}", "classical", "-", _split_label(record),

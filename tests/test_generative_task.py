@@ -150,3 +150,15 @@ def test_items_before_uses_the_canonical_event_order():
         frozenset(),
         frozenset(),
     ]
+
+
+def test_a_shared_title_is_named_by_the_entry_the_user_has_not_seen(tokenizer, model):
+    items = ITEMS.assign(title=TITLES[:15] + ["Good Movie 4"])  # item 15 shares item 4's title
+    examples = EXAMPLES.head(1).assign(seen_item_ids=[["1", "2", "3", "4"]])
+    # 15 titles, 3 of them seen only: the 12 others fill the whole list.
+    task = NextItemTask(tokenizer, PROMPT, items, top_k=12, num_beams=12)
+    batch = next(iter(make_loader(task.dataset(examples), tokenizer, batch_size=1, train=False)))
+    outputs = task.scorer(examples)(model, batch).numpy()
+    recommended = task.prediction_frame(examples, outputs)["recommended"].iloc[0]
+    assert len(recommended) == 12 and "15" in recommended
+    assert not {"1", "2", "3", "4"} & set(recommended)

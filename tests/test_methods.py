@@ -461,7 +461,16 @@ def test_runtime_values_fill_the_tokenizer_only_for_text_initialised_prompt_tuni
 
 
 # The CLI, one short run per recipe: each recipe's head trains, is recorded, and its adapter saved.
-CLI_EXTRA = {"adalora_click": ("peft.tinit=0", "peft.tfinal=1")}  # a 2-step schedule: 1 budgeting, 1 fixed
+CLI_EXTRA = {
+    "adalora_click": ("peft.tinit=0", "peft.tfinal=1"),  # a 2-step schedule: 1 budgeting, 1 fixed
+    # The toy catalog has 16 movies and users have seen most of them: a short list.
+    "lora_generative": ("task.top_k=2", "task.num_beams=2", "task.metrics=[hit@1,ndcg@2,valid_ratio]",
+                        "task.select_metric=ndcg@2", "trainer.max_test_examples=8"),
+    "baselines_generative": ("task.baselines=[popularity]", "task.top_k=2", "task.metrics=[hit@1,ndcg@2]"),
+}  # fmt: skip
+# Protocols the recipes choose (the toy command line otherwise sets data.protocol=full).
+CLI_PROTOCOL = {"lora_rating": "per_user", "lora_generative": "per_user", "baselines_rating": "per_user",
+                "baselines_generative": "per_user"}  # fmt: skip
 CLI_TRAINABLE = {
     "lora_click": HEADS["lora"].trainable,
     "adalora_click": HEADS["adalora"].trainable,
@@ -481,6 +490,7 @@ def test_every_recipe_runs_two_steps_from_the_command_line(recipe, tiny_model_di
         *toy_overrides(
             tiny_model_dir, toy_csv, run_dir, "trainer.max_steps=2", "trainer.eval_every=2", "trainer.batch_size=8",
             "trainer.max_eval_examples=16", *CLI_EXTRA.get(recipe, ()), recipe=recipe,
+            protocol=CLI_PROTOCOL.get(recipe, "full"),
         ),
         cwd=tmp_path,
     )
@@ -490,6 +500,9 @@ def test_every_recipe_runs_two_steps_from_the_command_line(recipe, tiny_model_di
         return
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
+    if recipe.startswith("baselines_"):  # no model: every baseline on the split, one record
+        assert result["recipe"] == recipe and result["method"] == "baselines" and result["baselines"]
+        return
     assert result["recipe"] == recipe and result["steps"] == 2
     if recipe in CLI_TRAINABLE:
         assert result["params"]["trainable"] == CLI_TRAINABLE[recipe]

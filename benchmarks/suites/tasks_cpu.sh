@@ -11,6 +11,7 @@ declare -A RUNS=(
     [rating_baselines]="recipe=baselines_rating"
     [rating_baselines_random]="recipe=baselines_rating data.protocol=random data.fractions=[0.7,0.1,0.2]"
     [generative_baselines]="recipe=baselines_generative"
+    [generative_baselines_all-users]="recipe=baselines_generative trainer.max_eval_examples=null trainer.max_test_examples=null"
     [rating_zero-shot]="recipe=lora_rating trainer.max_steps=0"
     [rating_lora]="recipe=lora_rating"
     [generative_zero-shot]="recipe=lora_generative trainer.max_steps=0"
@@ -18,7 +19,8 @@ declare -A RUNS=(
     [candidates_zero-shot]="recipe=lora_generative task=generative_candidates trainer.max_steps=0"
     [candidates_lora]="recipe=lora_generative task=generative_candidates trainer.eval_every=24"
 )
-ORDER=(click_baselines rating_baselines rating_baselines_random generative_baselines rating_zero-shot rating_lora
+ORDER=(click_baselines rating_baselines rating_baselines_random generative_baselines generative_baselines_all-users
+       rating_zero-shot rating_lora
        generative_zero-shot generative_lora candidates_zero-shot candidates_lora)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")

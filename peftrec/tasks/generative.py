@@ -163,7 +163,8 @@ class NextItemTask:
         return title_loss(model, batch)
 
     def scorer(self, examples: pd.DataFrame) -> ScoreFn:
-        """The score function for one split: top-K title groups (catalog) or letter logits (candidates)."""
+        """The score function for one split: the top-K titles, each as an unseen catalog entry of that title
+        (catalog), or the letter logits (candidates)."""
         if self.ranking == "candidates":
             return lambda model, batch: label_logits(
                 model, batch["input_ids"], batch["attention_mask"], self.label_ids
@@ -191,7 +192,8 @@ class NextItemTask:
                 (len(rows), self.top_k), MISSING, dtype=torch.long, device=batch["input_ids"].device
             )
             for r, titles in enumerate(ranked):
-                groups = [int(self.title_group[entries[0]]) for entries in titles[: self.top_k]]
+                # A title's first entry the user has not seen names it (items sharing a title rank as one).
+                groups = [int(entries[0]) for entries in titles[: self.top_k]]
                 out[r, : len(groups)] = torch.tensor(groups, dtype=torch.long)
             return out
 
@@ -204,7 +206,9 @@ class NextItemTask:
         if self.ranking == "candidates":
             return candidate_ranks(outputs, examples["target_position"].to_numpy())
         targets = self.title_group[[self.entry_of[str(i)] for i in examples["item_id"]]]
-        hits = outputs.astype(np.int64) == targets[:, None]
+        entries = outputs.astype(np.int64)
+        produced = np.where(entries >= 0, self.title_group[np.maximum(entries, 0)], MISSING)
+        hits = produced == targets[:, None]
         return np.where(hits.any(axis=1), hits.argmax(axis=1), np.inf).astype(np.float64)
 
     def metric_inputs(self, examples: pd.DataFrame, outputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -223,7 +227,6 @@ class NextItemTask:
             lists = examples["candidate_item_ids"]
             ranked = [[lists.iloc[r][c] for c in order[r]] for r in range(len(examples))]
         else:
-            # A title group's id is its first entry, so the id names an item of that title.
             ranked = [[self.item_ids[g] for g in row if g >= 0] for row in outputs.astype(np.int64)]
         return examples[["user_id", "item_id", "timestamp"]].assign(
             rank=self.target_ranks(examples, outputs), recommended=ranked
