@@ -397,10 +397,17 @@ def with_ranking_inputs(
     if task_cfg.name != "generative":
         return frames
     item_ids = data.items["item_id"].astype(str).tolist()
+    ranked = [name for name in frames if name != "train"]  # only ranked lists exclude seen items
+    seen: dict[str, list] = {}
+    if task_cfg.get("exclude_seen", True):
+        # One pass over the events for every ranked split (items_before sorts all of them).
+        both = pd.concat([frames[name] for name in ranked], ignore_index=True)
+        flat = iter(items_before(data.interactions, both))
+        seen = {name: [sorted(next(flat)) for _ in range(len(frames[name]))] for name in ranked}
     out = {}
     for name, frame in frames.items():
-        if task_cfg.get("exclude_seen", True) and name != "train":  # only ranked lists exclude
-            frame = frame.assign(seen_item_ids=[sorted(s) for s in items_before(data.interactions, frame)])
+        if name in seen:
+            frame = frame.assign(seen_item_ids=seen[name])
         if task_cfg.get("ranking") == "candidates":
             drawn = draw_candidates(frame, data.interactions, item_ids, n=task_cfg.num_candidates, seed=seed)
             save_candidates(drawn, folder / f"{name}.parquet")
