@@ -197,7 +197,9 @@ def run(cfg: DictConfig) -> float:
                 select_metric=cfg.task.select_metric,
                 higher_is_better=select.higher_is_better,
             ),
-            on_improve=lambda step, _: save_head(accelerator.unwrap_model(model), adapter_dir),
+            on_improve=lambda step, _: save_head(
+                accelerator.unwrap_model(model), adapter_dir, recipe=OmegaConf.to_yaml(cfg, resolve=True)
+            ),
             after_optimizer_step=hooks.after_optimizer_step,
         )
         load_trainable_state(model, outcome.best_state)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
@@ -108,6 +109,9 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
     assert result["memory"]["train"]["kind"] == "process_peak_rss" and result["memory"]["train"]["gib"] > 0
     assert result["versions"]["torch"] and result["device"]["type"] == "cpu"
     assert result["adapter"]["bytes"] > 0
+    # The adapter folder carries the recipe that trained it (base model, task, prompt): usable on its own.
+    recipe = yaml.safe_load((run_dir / "adapter" / "peftrec_recipe.yaml").read_text())
+    assert recipe["model"]["name"] == str(tiny_model_dir) and recipe["task"] == result["config"]["task"]
     assert (run_dir / "config.yaml").is_file() and list(
         (run_dir / "tensorboard").rglob("events.out.tfevents.*")
     )

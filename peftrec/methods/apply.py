@@ -91,7 +91,12 @@ def _target_message(model: torch.nn.Module, config: PeftConfig) -> str:
     )
 
 
-def save_head(model: torch.nn.Module, folder: str | Path) -> Path:
+# Beside the head's own files: the resolved recipe that trained it (base model, task, prompt, label
+# words, protocol), so an adapter folder or Hub repo is usable without the recipe that made it.
+RECIPE_FILE = "peftrec_recipe.yaml"
+
+
+def save_head(model: torch.nn.Module, folder: str | Path, *, recipe: str | None = None) -> Path:
     """Save the head, atomically: a crash mid-write never leaves a half adapter.
 
     Works for any head with ``save_pretrained(folder)``: peft models (peft's format) and the
@@ -100,6 +105,7 @@ def save_head(model: torch.nn.Module, folder: str | Path) -> Path:
     Args:
         model: the wrapped model.
         folder: destination (replaced if it exists).
+        recipe: the resolved run config as YAML text, written to ``RECIPE_FILE`` in the same swap.
 
     Returns:
         The folder.
@@ -108,6 +114,8 @@ def save_head(model: torch.nn.Module, folder: str | Path) -> Path:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    if recipe is not None:
+        (tmp / RECIPE_FILE).write_text(recipe)
     return swap_in(tmp, folder)
 
 
