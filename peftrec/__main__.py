@@ -8,6 +8,8 @@ lists the available recipes when a name is unknown. A user adds recipes of their
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 
 import hydra
@@ -46,11 +48,52 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         # The input is at fault, not the code: the message names the fix; a traceback would bury it.
         print(f"peftrec: error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        close_process_group()
+
+
+def launched_processes() -> int:
+    """How many processes torchrun / ``accelerate launch`` started for this run (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def share_run_folder_time() -> None:
+    """Make every process of a multi-process launch resolve ``${now:...}`` to the main process's time.
+
+    Each process composes the Hydra config itself, and run folders are named by the time: processes
+    starting a second apart would write to different folders. Hydra registers ``now`` at import; this
+    replaces it with one whose clock is the main process's start time, broadcast to the others.
+    """
+    from datetime import datetime
+
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from peftrec.run import use_cpu
+
+    PartialState(cpu=use_cpu())  # starts the process group (gloo on CPU, nccl on GPU)
+    started = broadcast_object_list([datetime.now()], from_process=0)[0]
+    OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), use_cache=True, replace=True)
+
+
+def close_process_group() -> None:
+    """Tear a multi-process run down cleanly (gloo on CPU can abort at exit otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def main() -> None:
     """Console-script entry point (``peftrec recipe=...``)."""
     register_recipes()
+    if launched_processes() > 1:
+        share_run_folder_time()
+        if int(os.environ.get("RANK", "0")) != 0:
+            # Only the main process writes Hydra's .hydra/ files and log file into the shared run folder.
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     _hydra_main()
 
 

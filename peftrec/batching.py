@@ -115,6 +115,28 @@ class LongestFirstSampler(Sampler[int]):
         return len(self.order)
 
 
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' ``LengthGroupedSampler`` whose order depends only on (seed, epoch).
+
+    The base class draws from one generator that advances every epoch, so epoch 3's order depends on
+    epochs 0-2 having been drawn in this process. Reseeding from the epoch (set by the training loop
+    through Accelerate's ``set_epoch``) lets a resumed run draw exactly the order it had reached.
+    """
+
+    def __init__(self, batch_size: int, lengths: Sequence[int], seed: int):
+        super().__init__(batch_size, lengths=list(lengths), generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration yields."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        return super().__iter__()
+
+
 def make_loader(
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -127,7 +149,7 @@ def make_loader(
     """Build a loader that pads each batch only to its own longest row (a multiple of 8).
 
     Training batches are shuffled but grouped by length (transformers' ``LengthGroupedSampler``: random
-    mega-batches, sorted inside), evaluation runs longest first. Padding is on the right.
+    mega-batches, sorted inside; reseeded per epoch), evaluation runs longest first. Padding is on the right.
 
     Args:
         dataset: from :func:`tokenize_prompts`.
@@ -142,8 +164,7 @@ def make_loader(
     """
     lengths = dataset["length"]
     if train:
-        generator = torch.Generator().manual_seed(seed)
-        sampler: Sampler[int] = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        sampler: Sampler[int] = EpochLengthGroupedSampler(batch_size, lengths, seed)
     else:
         sampler = LongestFirstSampler(lengths)
     columns = [c for c in MODEL_COLUMNS if c in dataset.column_names]
@@ -161,4 +182,7 @@ def make_loader(
         collate_fn=collator,
         num_workers=num_workers,
         drop_last=False,
+        # Its own generator: starting an epoch then draws the worker seed from it, not from the global
+        # RNG that dropout uses, so a run resumed mid-epoch sees the same dropout masks.
+        generator=torch.Generator().manual_seed(seed),
     )

@@ -20,7 +20,8 @@ from peftrec.errors import PeftrecError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 QUANTIZATIONS = (None, "4bit", "8bit")
 
 
@@ -41,14 +42,18 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """Turn ``trainer.precision`` into ``"bf16"`` or ``"fp32"`` for this device.
+    """Turn ``trainer.precision`` into ``"bf16"``, ``"fp16"`` or ``"fp32"`` for this device.
 
     Args:
-        requested: ``auto``, ``bf16`` or ``fp32``.
+        requested: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
         device: the device the run uses.
 
     Returns:
-        ``"bf16"`` or ``"fp32"``.
+        ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+
+    Raises:
+        PeftrecError: an unknown value, or a precision this device cannot compute natively (fp16 off
+            CUDA: Accelerate would silently run fp32 there; bf16 without native support).
     """
     if requested not in PRECISIONS:
         raise PeftrecError(
@@ -61,6 +66,12 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         raise PeftrecError(
             f"trainer.precision=bf16 but {device} has no native bf16 (it would be emulated, many times slower); "
             "use trainer.precision=fp32 or auto"
+            + ("; on an older GPU use trainer.precision=fp16" if device.type == "cuda" else "")
+        )
+    if requested == "fp16" and device.type != "cuda":
+        raise PeftrecError(
+            f"trainer.precision=fp16 needs a CUDA GPU (with its gradient scaler); on {device.type} Accelerate "
+            "would silently train in fp32. Use trainer.precision=auto (bf16 where the CPU has it) or fp32"
         )
     return requested
 
@@ -99,9 +110,10 @@ def load_base_model(
 ) -> PreTrainedModel:
     """Load the causal LM with every weight frozen.
 
-    In bf16 the frozen weights are stored in bf16 (half the memory of fp32, and no per-step cast);
-    the PEFT head added later keeps its own weights in fp32 (peft's ``autocast_adapter_dtype``) and
-    the training loop's autocast runs its matmuls in bf16.
+    In bf16 (or fp16) the frozen weights are stored in that dtype (half the memory of fp32, and no
+    per-step cast); the PEFT head added later keeps its own weights in fp32 (peft's
+    ``autocast_adapter_dtype``), so fp16's gradient scaler can unscale them, and the training loop's
+    autocast runs its matmuls in the half dtype.
 
     With ``quantization`` the linear layers are stored by bitsandbytes (QLoRA: NF4 with double
     quantisation, computing in the run's precision) and the model is prepared for k-bit training by
@@ -109,7 +121,7 @@ def load_base_model(
 
     Args:
         path: local model folder (see :func:`peftrec.assets.resolve_model`).
-        precision: ``"bf16"`` or ``"fp32"``.
+        precision: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         quantization: ``None``, ``"4bit"`` or ``"8bit"`` (needs ``pip install "peftrec[quant]"``).
@@ -121,7 +133,7 @@ def load_base_model(
     Raises:
         PeftrecError: an unknown ``quantization``, or bitsandbytes is not installed.
     """
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = DTYPES[precision]
     quant_kwargs = {}
     if quantization is not None:
         quant_kwargs = {

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -24,6 +25,14 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from peftrec import metrics as metric_lib
 from peftrec.assets import resolve_dataset, resolve_model
 from peftrec.batching import make_loader
+from peftrec.checkpoint import (
+    CHECKPOINTS,
+    config_fingerprint,
+    find_checkpoint,
+    list_checkpoints,
+    register_head_only_weights,
+    save_checkpoint,
+)
 from peftrec.comparisons import baseline_inputs
 from peftrec.data import (
     COLD_COLUMN,
@@ -39,6 +48,7 @@ from peftrec.errors import PeftrecError
 from peftrec.methods import (
     TrainingHooks,
     apply_head,
+    load_head,
     runtime_head_values,
     save_head,
     saved_head_summary,
@@ -57,7 +67,7 @@ from peftrec.tasks.click import ClickTask
 from peftrec.tasks.generative import NextItemTask
 from peftrec.tasks.prompts import Prompt
 from peftrec.tasks.rating import RatingTask
-from peftrec.train import TrainSettings, load_trainable_state, predict, train
+from peftrec.train import CheckpointPlan, TrainSettings, load_trainable_state, predict, train
 
 log = logging.getLogger("peftrec")
 
@@ -81,26 +91,45 @@ def run(cfg: DictConfig) -> float:
     training = tcfg.max_steps > 0
 
     # --- device and precision ---------------------------------------------------------------
-    device = PartialState().device
+    cpu = use_cpu()
+    state = PartialState(cpu=cpu)
+    device = state.device
     precision = resolve_precision(tcfg.precision, device)
+    check_batch_sizes(tcfg, state.num_processes)
     accelerator = Accelerator(
-        mixed_precision="bf16" if precision == "bf16" else "no",
+        cpu=cpu,
+        mixed_precision=precision if precision in ("bf16", "fp16") else "no",
         gradient_accumulation_steps=tcfg.grad_accum,
+        # trainer.batch_size is the batch of one optimizer micro-step over all processes: each of N
+        # processes takes 1/N of it, so N processes train on the same batches as one.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with="tensorboard",
         project_dir=run_dir,
     )
+    main = accelerator.is_main_process
+    if not main:
+        log.setLevel(logging.WARNING)  # one process reports; the others only warn
     accelerator.init_trackers("tensorboard")
-    log.info("Run folder: %s (device %s, precision %s)", run_dir, device, precision)
+    log.info(
+        "Run folder: %s (device %s x %d processes, precision %s)",
+        run_dir,
+        device,
+        state.num_processes,
+        precision,
+    )
 
     # --- data: raw events -> leakage-free split, the same for every method and baseline ------------
     data = load_data(cfg.data)
     split = build_split(cfg.data, data, task_name=cfg.task.name, seed=cfg.seed)
-    split.save(run_dir / "split")
+    if main:
+        split.save(run_dir / "split")
     log.info("Split %s: %s", split.fingerprint[:12], split.summary())
     examples = evaluation_frames(split, tcfg.max_eval_examples, tcfg.get("max_test_examples"))
     if training:
         examples["train"] = split.train
-    examples = with_ranking_inputs(examples, cfg.task, data, seed=cfg.seed, folder=run_dir / "candidates")
+    examples = with_ranking_inputs(
+        examples, cfg.task, data, seed=cfg.seed, folder=run_dir / "candidates" if main else None
+    )
     if not cfg.get("run_model", True):
         return run_baselines_only(cfg, data, split, examples, run_dir, started=started, source=source)
 
@@ -129,7 +158,14 @@ def run(cfg: DictConfig) -> float:
 
     # --- head: config from conf/peft (+ run-time values), attached to the frozen base ------------
     hooks = TrainingHooks()
-    if training:
+    if cfg.get("adapter"):
+        # A saved head (a run's adapter/ folder or a Hub repo id): evaluated as is, or trained further.
+        from peftrec.adapters import resolve_adapter
+
+        model = load_head(model, resolve_adapter(cfg.adapter), is_trainable=training)
+        if training:
+            hooks = training_hooks(model)
+    elif training:
         runtime_values = runtime_head_values(
             OmegaConf.to_container(cfg.peft, resolve=True), model_path=model_path
         )
@@ -180,29 +216,61 @@ def run(cfg: DictConfig) -> float:
 
     reset_peak_memory(device)
     adapter_dir = run_dir / "adapter"
+    recipe_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+
+    def save_best(step: int, metrics: dict) -> None:
+        if main:
+            save_head(accelerator.unwrap_model(model), adapter_dir, recipe=recipe_yaml)
+
+    resume_from = None
     if training:
-        outcome = train(
-            model,
-            loss_fn=hooks.wrap_loss(task.loss),
-            train_loader=train_loader,
-            validate=lambda: evaluate("validation")[0],
-            optimizer=optimizer,
-            scheduler=scheduler,
-            accelerator=accelerator,
-            settings=TrainSettings(
-                max_steps=tcfg.max_steps,
-                eval_every=tcfg.eval_every,
-                log_every=tcfg.log_every,
-                max_grad_norm=tcfg.max_grad_norm,
-                select_metric=cfg.task.select_metric,
-                higher_is_better=select.higher_is_better,
+        fingerprint = config_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+        resume_from = find_checkpoint(tcfg.get("resume"), run_dir, fingerprint)
+        register_head_only_weights(accelerator)
+        checkpoint_plan = CheckpointPlan(
+            every=tcfg.get("checkpoint_every", 0) or 0,
+            save=lambda step: save_checkpoint(
+                accelerator,
+                run_dir,
+                step,
+                keep=tcfg.get("keep_checkpoints", 2),
+                info={
+                    "fingerprint": fingerprint,
+                    "recipe": choices.get("recipe"),
+                    "git": source.get("commit"),
+                },
             ),
-            on_improve=lambda step, _: save_head(
-                accelerator.unwrap_model(model), adapter_dir, recipe=OmegaConf.to_yaml(cfg, resolve=True)
-            ),
-            after_optimizer_step=hooks.after_optimizer_step,
+            resume_from=resume_from,
+            state_objects=[hooks.state] if hooks.state is not None else [],
         )
+        try:
+            outcome = train(
+                model,
+                loss_fn=hooks.wrap_loss(task.loss),
+                train_loader=train_loader,
+                validate=lambda: evaluate("validation")[0],
+                optimizer=optimizer,
+                scheduler=scheduler,
+                accelerator=accelerator,
+                settings=TrainSettings(
+                    max_steps=tcfg.max_steps,
+                    eval_every=tcfg.eval_every,
+                    log_every=tcfg.log_every,
+                    max_grad_norm=tcfg.max_grad_norm,
+                    select_metric=cfg.task.select_metric,
+                    higher_is_better=select.higher_is_better,
+                ),
+                on_improve=save_best,
+                after_optimizer_step=hooks.after_optimizer_step,
+                checkpoints=checkpoint_plan,
+            )
+        except PeftrecError as err:
+            if main:
+                write_failure(run_dir, cfg, choices, err, source=source, checkpoint_dir=run_dir / CHECKPOINTS)
+            raise
         load_trainable_state(model, outcome.best_state)
+        # Saved again from the best state: a resumed run's best step may predate this run folder.
+        save_best(outcome.best_step, outcome.best_metrics)
         validation_metrics, best_step = outcome.best_metrics, outcome.best_step
         train_speed = outcome.throughput.as_dict("train")
     else:
@@ -215,7 +283,10 @@ def run(cfg: DictConfig) -> float:
     test_metrics, test_outputs, eval_speed = evaluate("test")
     eval_memory = peak_memory(device)
     test = examples["test"]
-    task.prediction_frame(test, test_outputs).to_parquet(run_dir / "predictions_test.parquet", index=False)
+    if main:
+        task.prediction_frame(test, test_outputs).to_parquet(
+            run_dir / "predictions_test.parquet", index=False
+        )
     test_inputs = task.metric_inputs(test, test_outputs)
     metrics = {
         "validation": validation_metrics,
@@ -243,7 +314,8 @@ def run(cfg: DictConfig) -> float:
         "status": "completed",
         "recipe": choices.get("recipe"),
         "task": task.name,
-        "method": choices.get("peft") if training else "zero-shot",
+        "method": method_name(cfg, choices, training),
+        "adapter_source": cfg.get("adapter"),
         "model": cfg.model.name,
         "data": cfg.data.source or "custom",
         "seed": cfg.seed,
@@ -254,6 +326,10 @@ def run(cfg: DictConfig) -> float:
         "best_step": best_step,
         "steps": tcfg.max_steps,
         "validations": outcome.validations if outcome else [],
+        # A resumed run's throughput and validations cover every step, from the checkpoint's record on.
+        "resumed_from": str(resume_from) if resume_from else None,
+        "last_checkpoint": outcome.last_checkpoint if outcome else None,
+        "processes": accelerator.num_processes,
         "examples": {
             "train": len(split.train),
             **{name: len(examples[name]) for name in ("validation", "test")},
@@ -273,10 +349,12 @@ def run(cfg: DictConfig) -> float:
         "git": source,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    write_json_atomic(run_dir / "result.json", result)
+    if main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        write_json_atomic(run_dir / "result.json", result)
+        print(_summary_table(result, run_dir))
+    accelerator.wait_for_everyone()
     accelerator.end_training()
-    print(_summary_table(result, run_dir))
     return float(validation_metrics.get(cfg.task.select_metric, float("nan")))
 
 
@@ -339,6 +417,8 @@ def run_baselines_only(
         "git": source,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if not PartialState().is_main_process:
+        return float("nan")
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     write_json_atomic(run_dir / "result.json", result)
     rows = [f"| baseline | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
@@ -353,6 +433,70 @@ def run_baselines_only(
     values = [v["validation"].get(select, float("nan")) for v in baselines.values()]
     best = max if metric_lib.get_metric(select).higher_is_better else min
     return float(best(values)) if values else float("nan")
+
+
+# A saved head's peft_type -> the conf/peft option that builds it (QLoRA saves a LoRA head).
+_PEFT_TYPE_OPTIONS = {
+    "LORA": "lora",
+    "ADALORA": "adalora",
+    "PREFIX_TUNING": "prefix",
+    "PROMPT_TUNING": "prompt_tuning",
+    "IA3": "ia3",
+    "BOTTLENECK": "adapter",
+}
+
+
+def method_name(cfg: DictConfig, choices: dict, training: bool) -> str:
+    """The head named in the record: the conf/peft choice when training, else the loaded adapter's
+    head type, else ``zero-shot``."""
+    if cfg.get("adapter"):
+        from peftrec.adapters import resolve_adapter
+
+        summary = saved_head_summary(resolve_adapter(cfg.adapter)) or {}
+        peft_type = str(summary.get("peft_type"))
+        return _PEFT_TYPE_OPTIONS.get(peft_type, peft_type.lower())
+    return choices.get("peft") if training else "zero-shot"
+
+
+def use_cpu() -> bool:
+    """Run on CPU when asked (``ACCELERATE_USE_CPU=1``) or when there is no GPU; several CPU processes
+    (``torchrun --nproc_per_node N``) then train data-parallel over gloo."""
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+
+
+def check_batch_sizes(trainer_cfg: DictConfig, processes: int) -> None:
+    """Each of N processes takes 1/N of every batch, so batch sizes must divide evenly."""
+    for key in ("batch_size", "eval_batch_size"):
+        value = trainer_cfg[key]
+        if value % processes:
+            raise PeftrecError(
+                f"trainer.{key}={value} does not split evenly over {processes} processes (each takes 1/{processes} "
+                f"of every batch): set trainer.{key} to a multiple of {processes}"
+            )
+
+
+def write_failure(
+    run_dir: Path, cfg: DictConfig, choices: dict, error: Exception, *, source: dict, checkpoint_dir: Path
+) -> None:
+    """A ``result.json`` with ``status: failed`` and the reason, so reports list the run instead of
+    silently missing it; the checkpoints written so far stay for ``trainer.resume``."""
+    write_json_atomic(
+        run_dir / "result.json",
+        {
+            "status": "failed",
+            "error": str(error),
+            "recipe": choices.get("recipe"),
+            "task": cfg.task.name,
+            "method": choices.get("peft"),
+            "model": cfg.model.name,
+            "data": cfg.data.source or "custom",
+            "seed": cfg.seed,
+            "checkpoints": [p.name for p in list_checkpoints(checkpoint_dir)],
+            "versions": package_versions(),
+            "git": source,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+    )
 
 
 def build_split(data_cfg: DictConfig, data: RecData, *, task_name: str, seed: int) -> ExampleSplit:
@@ -392,7 +536,7 @@ def evaluation_frames(
 
 
 def with_ranking_inputs(
-    frames: dict[str, pd.DataFrame], task_cfg: DictConfig, data: RecData, *, seed: int, folder: Path
+    frames: dict[str, pd.DataFrame], task_cfg: DictConfig, data: RecData, *, seed: int, folder: Path | None
 ) -> dict[str, pd.DataFrame]:
     """Add what next-item ranking needs: each user's earlier items (excluded from the ranked list) and,
     for candidate ranking, the fixed candidate lists (drawn once per seed, saved with the run)."""
@@ -412,7 +556,8 @@ def with_ranking_inputs(
             frame = frame.assign(seen_item_ids=seen[name])
         if task_cfg.get("ranking") == "candidates":
             drawn = draw_candidates(frame, data.interactions, item_ids, n=task_cfg.num_candidates, seed=seed)
-            save_candidates(drawn, folder / f"{name}.parquet")
+            if folder is not None:  # only the main process writes
+                save_candidates(drawn, folder / f"{name}.parquet")
             frame = frame.assign(
                 candidate_item_ids=drawn["candidate_item_ids"].to_list(),
                 target_position=drawn["target_position"].to_numpy(),

@@ -6,11 +6,13 @@ supplies validation and what to do when it improves. Only optimizer steps count 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +72,12 @@ class TrainSettings:
 
 @dataclass
 class TrainOutcome:
-    """What the loop did: steps, the best validation, and training throughput (validation excluded)."""
+    """What the loop did: steps, the best validation, and training throughput (validation excluded).
+
+    Also the loop's position (epoch, batches consumed in it) and running loss: with
+    ``state_dict``/``load_state_dict`` it is registered for Accelerate's checkpoints, so a resumed run
+    continues from the same batch with the same best step.
+    """
 
     steps: int = 0
     best_step: int | None = None
@@ -78,6 +85,43 @@ class TrainOutcome:
     validations: list[dict[str, float]] = field(default_factory=list)
     throughput: Throughput = field(default_factory=Throughput)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    running_loss: float = 0.0
+    running_count: int = 0
+    resumed_from_step: int | None = None
+    last_checkpoint: str | None = None
+
+    def state_dict(self) -> dict:
+        """Everything but ``resumed_from_step`` (set when loading) and ``last_checkpoint``."""
+        state = {k: v for k, v in vars(self).items() if k not in ("resumed_from_step", "last_checkpoint")}
+        state["throughput"] = vars(self.throughput).copy()
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore a :meth:`state_dict` (the loop then continues from its step and batch)."""
+        for key, value in state.items():
+            setattr(self, key, Throughput(**value) if key == "throughput" else value)
+        self.resumed_from_step = self.steps
+
+
+@dataclass
+class CheckpointPlan:
+    """When and how the loop saves resumable checkpoints.
+
+    Attributes:
+        every: save every N optimizer steps (0: only at the end); the last step always saves.
+        save: writes a checkpoint for the given step and returns its folder (see
+            :func:`peftrec.checkpoint.save_checkpoint`); called on every process.
+        resume_from: a checkpoint folder to continue from (``accelerator.load_state``), or None.
+        state_objects: more objects with ``state_dict``/``load_state_dict`` to save (the scheduler,
+            the head's own training state), registered in this order.
+    """
+
+    every: int
+    save: Callable[[int], Any]
+    resume_from: Any = None
+    state_objects: list = field(default_factory=list)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -111,6 +155,7 @@ def train(
     settings: TrainSettings,
     on_improve: Callable[[int, dict[str, float]], None] | None = None,
     after_optimizer_step: Callable[[int], None] | None = None,
+    checkpoints: CheckpointPlan | None = None,
 ) -> TrainOutcome:
     """Train the head for ``settings.max_steps`` optimizer steps, validating along the way.
 
@@ -124,27 +169,46 @@ def train(
         on_improve: called with (step, metrics) when validation improves (e.g. save the adapter).
         after_optimizer_step: per-step hook of the head (AdaLoRA's rank allocation), called with the
             number of optimizer steps taken, after each optimizer step and before the gradients are cleared.
+        checkpoints: resumable checkpoints to write (and one to resume from); None: none.
 
     Returns:
         The outcome, with the best step's trainable weights in ``best_state``.
+
+    Raises:
+        PeftrecError: the loss became NaN/inf (the last good checkpoint is kept and named), or the
+            device ran out of memory (the message names the knobs that lower it).
     """
     outcome = TrainOutcome()
+    if checkpoints is not None:
+        accelerator.register_for_checkpointing(scheduler, outcome, *checkpoints.state_objects)
+        if checkpoints.resume_from is not None:
+            accelerator.load_state(str(checkpoints.resume_from))
+            outcome.last_checkpoint = str(checkpoints.resume_from)
+            log.info("Resumed from %s at step %d", checkpoints.resume_from, outcome.steps)
     bar = tqdm(
-        total=settings.max_steps, desc="Training", unit="step", disable=not accelerator.is_main_process
+        total=settings.max_steps,
+        initial=outcome.steps,
+        desc="Training",
+        unit="step",
+        disable=not accelerator.is_main_process,
     )
-    running_loss, running_count = 0.0, 0
-    epoch = 0
     start = time.perf_counter()
     while outcome.steps < settings.max_steps:
         model.train()
-        for batch in train_loader:
-            with accelerator.accumulate(model):
+        # The epoch seeds the batch order (see batching.EpochLengthGroupedSampler); a resumed run
+        # skips the batches its checkpoint had already consumed in this epoch.
+        train_loader.set_epoch(outcome.epoch)
+        loader = (
+            accelerator.skip_first_batches(train_loader, outcome.batches_in_epoch)
+            if outcome.batches_in_epoch
+            else train_loader
+        )
+        for batch in loader:
+            outcome.batches_in_epoch += 1
+            with accelerator.accumulate(model), _out_of_memory_names_the_knobs("training", batch):
                 loss = loss_fn(model, batch)
                 if not torch.isfinite(loss):
-                    raise PeftrecError(
-                        f"the training loss became {loss.item()} at step {outcome.steps + 1}: lower "
-                        "trainer.optimizer.lr, keep trainer.max_grad_norm set, or try trainer.precision=fp32"
-                    )
+                    raise PeftrecError(_diverged_message(loss.item(), outcome))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and settings.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -154,8 +218,8 @@ def train(
                     after_optimizer_step(outcome.steps + 1)
                 optimizer.zero_grad(set_to_none=True)
             outcome.throughput.add(batch)
-            running_loss += loss.item()
-            running_count += 1
+            outcome.running_loss += loss.item()
+            outcome.running_count += 1
             if not accelerator.sync_gradients:
                 continue
 
@@ -165,40 +229,91 @@ def train(
             train_seconds = outcome.throughput.seconds + time.perf_counter() - start
             bar.update(1)
             bar.set_postfix(
-                loss=f"{running_loss / running_count:.4f}",
-                samples_s=f"{outcome.throughput.samples / train_seconds:.1f}",
+                loss=f"{outcome.running_loss / outcome.running_count:.4f}",
+                samples_s=f"{outcome.throughput.samples / max(train_seconds, 1e-9):.1f}",
             )
             if step % settings.log_every == 0 or step == settings.max_steps:
                 accelerator.log(
                     {
-                        "train/loss": running_loss / running_count,
+                        "train/loss": outcome.running_loss / outcome.running_count,
                         "train/lr": scheduler.get_last_lr()[0],
-                        "train/epoch": epoch,
+                        "train/epoch": outcome.epoch,
                     },
                     step=step,
                 )
-                running_loss, running_count = 0.0, 0
+                outcome.running_loss, outcome.running_count = 0.0, 0
 
-            if step % settings.eval_every == 0 or step == settings.max_steps:
+            last = step >= settings.max_steps
+            if step % settings.eval_every == 0 or last:
                 outcome.throughput.seconds += time.perf_counter() - start
-                metrics = validate()
-                model.train()
-                outcome.validations.append({"step": step, **metrics})
-                accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=step)
-                value = metrics[settings.select_metric]
-                best = outcome.best_metrics.get(settings.select_metric)
-                log.info("step %d: validation %s", step, _fmt(metrics))
-                if _improved(value, best, settings.higher_is_better):
-                    outcome.best_step, outcome.best_metrics = step, metrics
-                    outcome.best_state = trainable_state(model)
-                    if on_improve is not None:
-                        on_improve(step, metrics)
+                _validate(model, validate, accelerator, settings, outcome, on_improve)
                 start = time.perf_counter()
-            if step >= settings.max_steps:
+            if checkpoints is not None and (last or (checkpoints.every and step % checkpoints.every == 0)):
+                outcome.throughput.seconds += time.perf_counter() - start
+                outcome.last_checkpoint = str(checkpoints.save(step))
+                start = time.perf_counter()
+            if last:
                 break
-        epoch += 1
+        else:
+            outcome.epoch += 1
+            outcome.batches_in_epoch = 0
     bar.close()
     return outcome
+
+
+def _validate(
+    model: torch.nn.Module,
+    validate: Callable[[], dict[str, float]],
+    accelerator: Accelerator,
+    settings: TrainSettings,
+    outcome: TrainOutcome,
+    on_improve: Callable[[int, dict[str, float]], None] | None,
+) -> None:
+    step = outcome.steps
+    metrics = validate()
+    model.train()
+    outcome.validations.append({"step": step, **metrics})
+    accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=step)
+    value = metrics[settings.select_metric]
+    best = outcome.best_metrics.get(settings.select_metric)
+    log.info("step %d: validation %s", step, _fmt(metrics))
+    if _improved(value, best, settings.higher_is_better):
+        outcome.best_step, outcome.best_metrics = step, metrics
+        outcome.best_state = trainable_state(model)
+        if on_improve is not None:
+            on_improve(step, metrics)
+
+
+def _diverged_message(value: float, outcome: TrainOutcome) -> str:
+    kept = (
+        f" The checkpoints written before it are kept (the last: {outcome.last_checkpoint})."
+        if outcome.last_checkpoint
+        else ""
+    )
+    return (
+        f"the training loss became {value} at step {outcome.steps + 1}: lower trainer.optimizer.lr, keep "
+        f"trainer.max_grad_norm set, or try trainer.precision=fp32, and start the run again.{kept}"
+    )
+
+
+@contextlib.contextmanager
+def _out_of_memory_names_the_knobs(phase: str, batch: Batch) -> Iterator[None]:
+    """Turn a device out-of-memory error into a message that says which settings lower memory."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        rows, length = batch["input_ids"].shape
+        knobs = (
+            "lower trainer.batch_size (and raise trainer.grad_accum to keep the effective batch), set "
+            "model.gradient_checkpointing=true, or load the base in 4-bit (model.quantization=4bit, as "
+            "recipe=qlora_click does)"
+            if phase == "training"
+            else "lower trainer.eval_batch_size (for beam search also task.num_beams)"
+        )
+        raise PeftrecError(
+            f"out of memory during {phase} on a batch of {rows} rows x {length} tokens: {knobs}; "
+            "task.max_length caps the longest prompt"
+        ) from err
 
 
 @torch.inference_mode()
@@ -228,7 +343,8 @@ def predict(
     throughput = Throughput()
     start = time.perf_counter()
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_main_process):
-        batch_scores = score_fn(model, batch)
+        with _out_of_memory_names_the_knobs("evaluation", batch):
+            batch_scores = score_fn(model, batch)
         index, batch_scores = accelerator.gather_for_metrics((batch["index"], batch_scores))
         throughput.add(batch)
         indices.append(index.cpu())

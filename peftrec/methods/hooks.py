@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from peft import PeftModel, PeftType
@@ -26,10 +27,13 @@ class TrainingHooks:
         after_optimizer_step: called with the number of optimizer steps taken, right after each
             optimizer step and before the gradients are cleared (``train(after_optimizer_step=...)``).
         regularizer: a penalty added to the task loss at every forward pass.
+        state: the head's own training state beyond its weights (``state_dict``/``load_state_dict``),
+            saved in resumable checkpoints: AdaLoRA's importance averages and rank pattern.
     """
 
     after_optimizer_step: Callable[[int], None] | None = None
     regularizer: Callable[[], torch.Tensor] | None = None
+    state: Any = None
 
     def wrap_loss(self, loss_fn: LossFn) -> LossFn:
         """The task loss plus the head's regularizer (the task loss itself when there is none)."""
@@ -85,7 +89,37 @@ def training_hooks(model: torch.nn.Module) -> TrainingHooks:
         def regularizer() -> torch.Tensor:
             return config.orth_reg_weight * orthogonality_penalty(factors)
 
-    return TrainingHooks(after_optimizer_step=allocate, regularizer=regularizer)
+    return TrainingHooks(
+        after_optimizer_step=allocate, regularizer=regularizer, state=AdaLoraAllocatorState(tuner, config)
+    )
+
+
+class AdaLoraAllocatorState:
+    """AdaLoRA's rank allocator state, for checkpoints: without it a resumed run would restart the
+    importance averages from zero and prune different ranks than an uninterrupted run."""
+
+    _FIELDS = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+    def __init__(self, tuner: Any, config: Any):
+        self.tuner, self.config = tuner, config
+
+    def state_dict(self) -> dict[str, Any]:
+        """The allocator's per-parameter averages (CPU copies) and the config's current rank pattern."""
+        allocator = self.tuner.rankallocator
+        state: dict[str, Any] = {
+            name: {k: v.detach().to("cpu", copy=True) for k, v in getattr(allocator, name).items()}
+            for name in self._FIELDS
+        }
+        state["rank_pattern"] = self.config.rank_pattern
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`state_dict` back (tensors onto the head's device)."""
+        allocator = self.tuner.rankallocator
+        device = next(p.device for p in self.tuner.parameters())
+        for name in self._FIELDS:
+            setattr(allocator, name, {k: v.to(device) for k, v in state[name].items()})
+        self.config.rank_pattern = state["rank_pattern"]
 
 
 def orthogonality_penalty(factors: list[tuple[bool, torch.Tensor]]) -> torch.Tensor:
