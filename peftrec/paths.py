@@ -27,3 +27,6 @@ def shipped_dir(name: str) -> Path:
 
 CONF_DIR = shipped_dir("conf")
 RECIPES_DIR = shipped_dir("recipes")
+# Beside a saved head's own files: the resolved recipe that trained it (base model, task, prompt, label
+# words, protocol), so an adapter folder or Hub repo is usable without the recipe that made it.
+RECIPE_FILE = "peftrec_recipe.yaml"

@@ -202,8 +202,11 @@ def run(cfg: DictConfig) -> float:
             model, optimizer, train_loader, eval_loader["validation"], eval_loader["test"]
         )
     else:
-        model, eval_loader["validation"], eval_loader["test"] = accelerator.prepare(
-            model, eval_loader["validation"], eval_loader["test"]
+        # Evaluation only: no DistributedDataParallel wrapper (nothing to synchronise, and DDP refuses a
+        # model without trainable parameters); each process scores its shard of the batches.
+        model = accelerator.prepare_model(model, evaluation_mode=True)
+        eval_loader["validation"], eval_loader["test"] = accelerator.prepare(
+            eval_loader["validation"], eval_loader["test"]
         )
     scorers = {name: task.scorer(examples[name]) for name in ("validation", "test")}
 

@@ -13,6 +13,7 @@ from peft import PeftConfig, PeftModel, PeftType, get_peft_model
 
 from peftrec.atomic import swap_in
 from peftrec.errors import PeftrecError
+from peftrec.paths import RECIPE_FILE
 
 # Heads whose virtual tokens reach the model as a KV cache: gradient checkpointing drops it (peft refuses).
 _CACHE_HEADS = {PeftType.PREFIX_TUNING}
@@ -89,11 +90,6 @@ def _target_message(model: torch.nn.Module, config: PeftConfig) -> str:
         f"Its linear layers are named: {', '.join(names)}. Set e.g. peft.target_modules=[{names[0]}] "
         "or peft.target_modules=all-linear."
     )
-
-
-# Beside the head's own files: the resolved recipe that trained it (base model, task, prompt, label
-# words, protocol), so an adapter folder or Hub repo is usable without the recipe that made it.
-RECIPE_FILE = "peftrec_recipe.yaml"
 
 
 def save_head(model: torch.nn.Module, folder: str | Path, *, recipe: str | None = None) -> Path:
