@@ -86,9 +86,18 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def optimisation_direction(metric: str) -> str:
+    """``maximize`` or ``minimize`` for a metric name: the Optuna sweeper's direction for
+    ``task.select_metric`` (``conf/hydra/sweeper/lora_search.yaml``)."""
+    from peftrec.metrics import get_metric
+
+    return "maximize" if get_metric(metric).higher_is_better else "minimize"
+
+
 def main() -> None:
     """Console-script entry point (``peftrec recipe=...``)."""
     register_recipes()
+    OmegaConf.register_new_resolver("peftrec_direction", optimisation_direction, replace=True)
     if launched_processes() > 1:
         share_run_folder_time()
         if int(os.environ.get("RANK", "0")) != 0:

@@ -6,9 +6,10 @@ importance scores) with one change: only the trainable head's weights are saved,
 model (a few MB instead of the whole model). Each checkpoint is written to a hidden staging folder
 and renamed into place, so a crash mid-write leaves the previous checkpoint intact.
 
-``trainer.resume=auto`` finds the newest checkpoint of an unfinished run with the same config (same
-fingerprint) in this run folder or beside it (``outputs/<recipe>/*``, ``multirun/*/*``); a requeued
-SLURM job reuses its own run folder and continues from there.
+A run whose own folder already holds an unfinished run's checkpoints of the same config continues
+from them: that is a requeued SLURM job (submitit reruns it in the same folder) or a rerun with the
+same ``hydra.run.dir``. ``trainer.resume=auto`` also looks beside it (``outputs/<recipe>/*``,
+``multirun/*/*``) for the newest checkpoint of an unfinished run with the same config (fingerprint).
 """
 
 from __future__ import annotations
@@ -143,20 +144,19 @@ def find_checkpoint(resume: str | None, run_dir: Path, fingerprint: str) -> Path
     """The checkpoint ``trainer.resume`` asks for.
 
     Args:
-        resume: ``None`` (start afresh), ``"auto"`` (the newest checkpoint of an unfinished run with this
-            config, in this run folder or its siblings), or a path to a run folder or a checkpoint folder.
+        resume: ``None`` (only this run folder's own checkpoints of this config: a requeued job),
+            ``"auto"`` (the newest checkpoint of an unfinished run with this config, in this run folder
+            or its siblings), or a path to a run folder or a checkpoint folder.
         run_dir: this run's folder.
         fingerprint: :func:`config_fingerprint` of this run's config.
 
     Returns:
-        A checkpoint folder, or None when there is nothing to resume (auto found nothing).
+        A checkpoint folder, or None when there is nothing to resume (start afresh).
 
     Raises:
         PeftrecError: an explicit path holds no checkpoint, or one written by a different config.
     """
-    if not resume:
-        return None
-    if resume != "auto":
+    if resume not in (None, "auto"):
         path = Path(resume)
         found = [path] if (path / INFO_FILE).is_file() else list_checkpoints(path / CHECKPOINTS)
         if not found:
@@ -175,7 +175,7 @@ def find_checkpoint(resume: str | None, run_dir: Path, fingerprint: str) -> Path
         return checkpoint
 
     candidates = []
-    for run in _runs_near(run_dir):
+    for run in _runs_near(run_dir) if resume == "auto" else [run_dir]:
         if _finished(run):
             continue
         for checkpoint in list_checkpoints(run / CHECKPOINTS):
@@ -183,7 +183,8 @@ def find_checkpoint(resume: str | None, run_dir: Path, fingerprint: str) -> Path
             if info.get("fingerprint") == fingerprint:
                 candidates.append(checkpoint)
     if not candidates:
-        log.info("trainer.resume=auto: no unfinished run of this config with a checkpoint; starting afresh")
+        if resume == "auto":
+            log.info("trainer.resume=auto: no unfinished run of this config with a checkpoint; starting afresh")
         return None
     # Newest by write time; a requeued job (same run folder) wins ties by being listed first.
     return max(candidates, key=lambda p: (p.stat().st_mtime, p == run_dir))

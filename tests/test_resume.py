@@ -175,18 +175,32 @@ def test_fingerprint_ignores_only_checkpoint_and_resume_keys():
     assert config_fingerprint(base) != config_fingerprint({**base, "trainer": {**base["trainer"], "lr": 2e-3}})
 
 
-def test_find_checkpoint_names_the_fix_for_a_path_without_checkpoints(tmp_path):
-    assert find_checkpoint(None, tmp_path, "abc") is None
-    assert find_checkpoint("auto", tmp_path, "abc") is None
+def test_find_checkpoint_follows_the_resume_setting(tmp_path):
+    run = tmp_path / "outputs" / "first"
+    run.mkdir(parents=True)
+    assert find_checkpoint(None, run, "abc") is None
+    assert find_checkpoint("auto", run, "abc") is None
     with pytest.raises(PeftrecError, match="no checkpoint there"):
-        find_checkpoint(str(tmp_path), tmp_path, "abc")
-    # An unfinished staging folder (no info file) is not a checkpoint.
-    (tmp_path / CHECKPOINTS / ".staging-step_0000010").mkdir(parents=True)
-    (tmp_path / CHECKPOINTS / "step_0000010").mkdir()
-    assert list_checkpoints(tmp_path / CHECKPOINTS) == []
-    (tmp_path / CHECKPOINTS / "step_0000010" / INFO_FILE).write_text(json.dumps({"fingerprint": "abc"}))
-    assert find_checkpoint("auto", tmp_path, "abc") == tmp_path / CHECKPOINTS / "step_0000010"
-    assert find_checkpoint("auto", tmp_path, "other") is None
+        find_checkpoint(str(run), run, "abc")
+    # An unfinished staging folder, or one without its info file, is not a checkpoint.
+    (run / CHECKPOINTS / ".staging-step_0000010").mkdir(parents=True)
+    (run / CHECKPOINTS / "step_0000010").mkdir()
+    assert list_checkpoints(run / CHECKPOINTS) == []
+    (run / CHECKPOINTS / "step_0000010" / INFO_FILE).write_text(json.dumps({"fingerprint": "abc"}))
+    checkpoint = run / CHECKPOINTS / "step_0000010"
+    assert find_checkpoint("auto", run, "abc") == checkpoint
+    assert find_checkpoint("auto", run, "other") is None
+    # A job rerun in its own folder (a SLURM requeue) continues without being asked ...
+    assert find_checkpoint(None, run, "abc") == checkpoint
+    # ... but a new run folder picks up a sibling's checkpoint only with resume=auto (or its path).
+    sibling = tmp_path / "outputs" / "second"
+    sibling.mkdir()
+    assert find_checkpoint(None, sibling, "abc") is None
+    assert find_checkpoint("auto", sibling, "abc") == checkpoint
+    assert find_checkpoint(str(run), sibling, "abc") == checkpoint
+    # A finished run is never resumed by auto.
+    (run / "result.json").write_text(json.dumps({"status": "completed"}))
+    assert find_checkpoint(None, run, "abc") is None and find_checkpoint("auto", sibling, "abc") is None
 
 
 def test_out_of_memory_in_training_names_the_knobs():
