@@ -285,7 +285,7 @@ def resolve_model(name: str) -> Path:
     local = _existing_path(name)
     if local is not None:
         return _local_model(local)
-    asset = _find_model(name)
+    asset = find_model(name)
     if asset is None and not _looks_like_hub_id(name):
         raise AssetNotFoundError(
             f"Model {name!r} is not an existing local folder ({_absolute(name)} does not exist), "
@@ -402,12 +402,12 @@ def _offline_flags() -> list[str]:
     ]
 
 
-def _offline() -> bool:
+def offline() -> bool:
     """Whether the user asked to skip the normal network sources."""
     return bool(_offline_flags())
 
 
-def _offline_reason() -> str:
+def offline_reason() -> str:
     return f"skipped the network: offline mode ({', '.join(_offline_flags())} set)"
 
 
@@ -470,7 +470,7 @@ def _detect_layout(folder: Path) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _find_model(name: str) -> ModelAsset | None:
+def find_model(name: str) -> ModelAsset | None:
     lowered = name.lower()
     return next((a for a in MODELS.values() if lowered in (a.key, a.hub_id.lower())), None)
 
@@ -479,18 +479,18 @@ def _model_from_hub(name: str, hub_id: str) -> Path:
     """Download (or find in the Hugging Face cache) the files a causal LM folder needs."""
     from huggingface_hub import snapshot_download
 
-    if _offline():
+    if offline():
         log.info(
             "Resolving model %s: offline mode, looking for %s in the Hugging Face cache",
             name,
             hub_id,
         )
-        folder = _hub_cache_only(hub_id, _offline_reason())
+        folder = _hub_cache_only(hub_id, offline_reason())
     else:
         log.info("Resolving model %s: trying the Hub (%s)...", name, hub_id)
         revision, error = _hub_revision(hub_id)
         if revision is None:
-            folder = _hub_cache_only(hub_id, _hub_error_reason(hub_id, error))
+            folder = _hub_cache_only(hub_id, hub_error_reason(hub_id, error))
         else:
             try:
                 folder = Path(
@@ -502,10 +502,26 @@ def _model_from_hub(name: str, hub_id: str) -> Path:
                     )
                 )
             except Exception as error:  # gated (401/403), a dropped connection: say which
-                raise _SourceFailed(_hub_error_reason(hub_id, error)) from error
+                raise _SourceFailed(hub_error_reason(hub_id, error)) from error
+            remember_as_main(folder, revision)
     _check_model_folder(folder, hub_id)
     log.info("Model %s: using %s", name, folder)
     return folder
+
+
+def remember_as_main(snapshot: Path, revision: str) -> None:
+    """Point the cache's ``refs/main`` at the downloaded commit.
+
+    Asked for by commit id, snapshot_download records no branch, and an offline lookup (which asks for
+    ``main``) would then not find the copy. The cache layout is huggingface_hub's documented one:
+    ``<repo folder>/snapshots/<commit>/`` beside ``<repo folder>/refs/main`` holding the commit id.
+    """
+    ref = snapshot.parent.parent / "refs" / "main"
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(revision)
+    except OSError as error:  # a read-only cache still serves this call; only later offline use suffers
+        log.warning("Could not record %s as the cached main revision: %s", revision, error)
 
 
 def _hub_revision(hub_id: str) -> tuple[str | None, Exception | None]:
@@ -539,7 +555,7 @@ def _hub_cache_only(hub_id: str, why: str) -> Path:
         raise _SourceFailed(f"{why}; not in the local Hugging Face cache either") from error
 
 
-def _hub_error_reason(hub_id: str, error: Exception | None) -> str:
+def hub_error_reason(hub_id: str, error: Exception | None) -> str:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     if isinstance(error, GatedRepoError):
@@ -707,8 +723,8 @@ def _check_logits(reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def _dataset_from_url(asset: DatasetAsset, dest: Path) -> DatasetFiles:
     """Download the official zip and unzip it into the cache."""
-    if _offline():
-        raise _SourceFailed(_offline_reason())
+    if offline():
+        raise _SourceFailed(offline_reason())
     log.info("Resolving dataset %s: trying %s ...", asset.key, asset.url)
     with _staging(dest) as work:
         archive = work / PurePosixPath(asset.url).name

@@ -14,7 +14,6 @@ same ``hydra.run.dir``. ``trainer.resume=auto`` also looks beside it (``outputs/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,27 +32,6 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 HEAD_FILE = "head.safetensors"
 INFO_FILE = "peftrec_checkpoint.json"
-# Config keys that do not change what a run computes, so they may differ between a run and its resume.
-NOT_FINGERPRINTED = {"trainer": ("resume", "checkpoint_every", "keep_checkpoints", "num_workers")}
-
-
-def config_fingerprint(config: dict[str, Any]) -> str:
-    """A stable hash of the resolved run config, without the keys that only steer checkpointing.
-
-    Args:
-        config: the resolved config as plain containers (``OmegaConf.to_container(cfg, resolve=True)``).
-
-    Returns:
-        A hex digest: equal for two runs whose training computes the same thing.
-    """
-    kept = {k: v for k, v in config.items() if k != "hydra"}
-    for section, keys in NOT_FINGERPRINTED.items():
-        if isinstance(kept.get(section), dict):
-            kept[section] = {k: v for k, v in kept[section].items() if k not in keys}
-    text = json.dumps(kept, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def register_head_only_weights(accelerator: Accelerator) -> None:
     """Make ``accelerator.save_state`` / ``load_state`` store only the trainable parameters.
 

@@ -16,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from peftrec.config_fingerprint import config_fingerprint
+
 # task -> (primary metric, secondary metric); a lower-is-better metric is marked in its header.
 METRICS = {"click": ("auc", "logloss"), "rating": ("rmse", "mae"), "generative": ("ndcg@10", "hit@10")}
 LOWER_IS_BETTER = {"rmse", "mae", "logloss"}
@@ -75,8 +77,9 @@ def row(name: str, record: dict[str, Any]) -> list[str]:
     value = _get(record, "metrics", "test", primary)
     ci = _get(record, "metrics", "test_ci95_by_user", primary)
     memory = _get(record, "memory", "train") or _get(record, "memory", "eval") or {}
+    status = record.get("status", "completed")
     return [
-        name,
+        name if status == "completed" else f"{name} ({status}: {str(record.get('error', '?'))[:80]})",
         str(record.get("method", "-")),
         str(record.get("model", "-")),
         _split_label(record),
@@ -122,6 +125,12 @@ def seed_summary(records: list[tuple[str, dict[str, Any]]]) -> list[str]:
         value = _get(record, "metrics", "test", primary)
         if value is None:
             continue
+        # Runs of one configuration: the same resolved config but the seed (and process count, which
+        # the config does not hold); older records without a config group by what they name.
+        config = record.get("config")
+        same_config = (
+            config_fingerprint({k: v for k, v in config.items() if k != "seed"}) if config else record.get("steps")
+        )
         key = (
             task,
             primary,
@@ -129,11 +138,14 @@ def seed_summary(records: list[tuple[str, dict[str, Any]]]) -> list[str]:
             record.get("model"),
             _split_label(record),
             record.get("steps"),
+            same_config,
+            record.get("processes", 1),
         )
-        groups[key].append(value)
+        groups[key].append((record.get("seed"), value))
     lines = []
-    for (task, primary, method, model, split, steps), values in sorted(groups.items(), key=str):
-        if len(values) < 2:
+    for (task, primary, method, model, split, steps, *_), seeded in sorted(groups.items(), key=str):
+        values = [value for _, value in seeded]
+        if len({seed for seed, _ in seeded}) < 2:
             continue
         lines.append(
             f"| {task} | {method} | {model} | {split} | {steps} | {len(values)} | "

@@ -27,13 +27,13 @@ from peftrec.assets import resolve_dataset, resolve_model
 from peftrec.batching import make_loader
 from peftrec.checkpoint import (
     CHECKPOINTS,
-    config_fingerprint,
     find_checkpoint,
     list_checkpoints,
     register_head_only_weights,
     save_checkpoint,
 )
 from peftrec.comparisons import baseline_inputs
+from peftrec.config_fingerprint import config_fingerprint
 from peftrec.data import (
     COLD_COLUMN,
     ExampleSplit,

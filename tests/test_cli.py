@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 import torch
+import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 

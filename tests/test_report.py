@@ -50,3 +50,26 @@ def test_a_table_per_task_and_the_mean_over_seeds(tmp_path):
     assert "### rating" in text and "test rmse (lower better) [95% CI by user]" in text
     assert "| baseline: biased_mf | classical | - | per_user, 64 shots | 0.950 | 0.750 |" in text
     assert "| rating | lora | m | per_user, 64 shots | 48 | 3 | 1.100 ± 0.100 (rmse) |" in text
+
+
+def test_failed_runs_are_listed_and_only_seeds_of_one_config_are_averaged(tmp_path):
+    config = {"trainer": {"max_steps": 24, "resume": None}, "seed": 0}
+    runs = {
+        # One config, one seed, run on 1 and on 2 processes: not two seeds.
+        "one": {**RECORD, "seed": 0, "config": config, "processes": 1},
+        "two": {**RECORD, "seed": 0, "config": config, "processes": 2},
+        # Another config (a different learning rate): not a seed of the first.
+        "lr": {**RECORD, "seed": 1, "config": {**config, "trainer": {"max_steps": 24, "lr": 1}}, "processes": 1},
+        "failed": {"status": "failed", "error": "the training loss became nan at step 2", "task": "click",
+                   "method": "lora", "seed": 0},
+    }  # fmt: skip
+    for name, record in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    report = markdown(load_records(tmp_path))
+    assert "| failed (failed: the training loss became nan at step 2) | lora |" in report
+    assert "mean over seeds" not in report
+    # A second seed of the first config (resume settings do not make another config): averaged.
+    second = {**RECORD, "seed": 1, "config": {**config, "seed": 1, "trainer": {"max_steps": 24, "resume": "auto"}}}
+    (tmp_path / "seed1.json").write_text(json.dumps({**second, "processes": 1}))
+    report = markdown(load_records(tmp_path))
+    assert "| click | lora | m | tallrec | None | 2 | 0.623 ± 0.000 (auc) |" in report

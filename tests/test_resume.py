@@ -17,13 +17,8 @@ import pytest
 import torch
 from test_cli import peftrec, toy_overrides
 
-from peftrec.checkpoint import (
-    CHECKPOINTS,
-    INFO_FILE,
-    config_fingerprint,
-    find_checkpoint,
-    list_checkpoints,
-)
+from peftrec.checkpoint import CHECKPOINTS, INFO_FILE, find_checkpoint, list_checkpoints
+from peftrec.config_fingerprint import config_fingerprint
 from peftrec.errors import PeftrecError
 from peftrec.train import TrainOutcome, TrainSettings, train
 
