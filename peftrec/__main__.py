@@ -39,6 +39,14 @@ def register_recipes() -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    return run_or_exit(cfg)
+
+
+def run_or_exit(cfg: DictConfig) -> float | None:
+    """Run a composed config; an input error prints ``peftrec: error: ...`` and exits with status 2.
+
+    Shared by the entry points that compose a run config (``peftrec``, ``peftrec.evaluate``).
+    """
     # Imported here so `--help` and config errors answer without loading torch.
     from peftrec.run import run
 
@@ -98,12 +106,17 @@ def main() -> None:
     """Console-script entry point (``peftrec recipe=...``)."""
     register_recipes()
     OmegaConf.register_new_resolver("peftrec_direction", optimisation_direction, replace=True)
+    prepare_multiprocess_launch()
+    _hydra_main()
+
+
+def prepare_multiprocess_launch() -> None:
+    """Under torchrun / ``accelerate launch`` with several processes: one run folder for all, and only
+    the main process writes Hydra's ``.hydra/`` files and log file into it (call before Hydra starts)."""
     if launched_processes() > 1:
         share_run_folder_time()
         if int(os.environ.get("RANK", "0")) != 0:
-            # Only the main process writes Hydra's .hydra/ files and log file into the shared run folder.
             sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
-    _hydra_main()
 
 
 if __name__ == "__main__":

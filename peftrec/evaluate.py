@@ -29,6 +29,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from peftrec.__main__ import prepare_multiprocess_launch, run_or_exit
 from peftrec.adapters import adapter_recipe, resolve_adapter
 from peftrec.errors import PeftrecError
 from peftrec.paths import CONF_DIR
@@ -111,12 +112,7 @@ def _without(argv: list[str], overrides: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from peftrec.run import run  # here, so that --cfg answers without loading torch's models
-
-    try:
-        return run(cfg)
-    except PeftrecError as err:
-        _fail(err)
+    return run_or_exit(cfg)
 
 
 def _fail(err: PeftrecError) -> NoReturn:
@@ -137,6 +133,7 @@ def main() -> None:
         _fail(err)
     # hydra.main reads the command line from sys.argv.
     sys.argv = [sys.argv[0], *arguments]
+    prepare_multiprocess_launch()
     _hydra_main()
 
 
