@@ -67,7 +67,14 @@ from peftrec.tasks.click import ClickTask
 from peftrec.tasks.generative import NextItemTask
 from peftrec.tasks.prompts import Prompt
 from peftrec.tasks.rating import RatingTask
-from peftrec.train import CheckpointPlan, TrainSettings, load_trainable_state, predict, train
+from peftrec.train import (
+    CheckpointPlan,
+    TrainSettings,
+    load_trainable_state,
+    over_all_processes,
+    predict,
+    train,
+)
 
 log = logging.getLogger("peftrec")
 
@@ -275,7 +282,7 @@ def run(cfg: DictConfig) -> float:
         # Saved again from the best state: a resumed run's best step may predate this run folder.
         save_best(outcome.best_step, outcome.best_metrics)
         validation_metrics, best_step = outcome.best_metrics, outcome.best_step
-        train_speed = outcome.throughput.as_dict("train")
+        train_speed = over_all_processes(outcome.throughput, accelerator).as_dict("train")
     else:
         validation_metrics, _, _ = evaluate("validation")
         best_step, train_speed, outcome = 0, {}, None

@@ -124,6 +124,16 @@ class CheckpointPlan:
     state_objects: list = field(default_factory=list)
 
 
+def over_all_processes(throughput: Throughput, accelerator: Accelerator) -> Throughput:
+    """The samples and tokens of every process together (each counted its own shard of the batches),
+    over the main process's time: the run's throughput, not one process's."""
+    if accelerator.num_processes == 1:
+        return throughput
+    counts = torch.tensor([throughput.samples, throughput.tokens], device=accelerator.device)
+    samples, tokens = accelerator.reduce(counts, reduction="sum").tolist()
+    return Throughput(seconds=throughput.seconds, samples=int(samples), tokens=int(tokens))
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the trainable parameters (the head: a few MB), to restore the best step."""
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
@@ -350,6 +360,9 @@ def predict(
         indices.append(index.cpu())
         scores.append(batch_scores.cpu())
     throughput.seconds = time.perf_counter() - start
+    throughput = over_all_processes(throughput, accelerator)
+    # Rows scored: the gathered ones, without the padding that evened out the last batch across processes.
+    throughput.samples = sum(len(i) for i in indices)
     if not indices:
         return np.zeros(0, dtype=np.float64), throughput
     index = torch.cat(indices).numpy()

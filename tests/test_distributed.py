@@ -63,6 +63,9 @@ def test_two_processes_train_and_evaluate_like_one(tiny_model_dir, toy_csv, tmp_
     assert (one["processes"], two["processes"]) == (1, 2)
     # Every example counted once: the padded duplicates of the last batch are dropped by gather_for_metrics.
     assert two["examples"] == one["examples"]
+    # Throughput counts every process's rows: the same samples as one process.
+    assert two["speed"]["train_samples"] == one["speed"]["train_samples"] == 40 * 16
+    assert two["speed"]["eval_samples"] == one["speed"]["eval_samples"] == one["examples"]["test"]
     predictions_one = pd.read_parquet(one_dir / "predictions_test.parquet")
     predictions_two = pd.read_parquet(two_dir / "predictions_test.parquet")
     assert len(predictions_two) == len(predictions_one) == one["examples"]["test"]
