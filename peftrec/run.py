@@ -165,11 +165,13 @@ def run(cfg: DictConfig) -> float:
 
     # --- head: config from conf/peft (+ run-time values), attached to the frozen base ------------
     hooks = TrainingHooks()
+    saved_head = None
     if cfg.get("adapter"):
         # A saved head (a run's adapter/ folder or a Hub repo id): evaluated as is, or trained further.
         from peftrec.adapters import resolve_adapter
 
-        model = load_head(model, resolve_adapter(cfg.adapter), is_trainable=training)
+        saved_head = resolve_adapter(cfg.adapter)  # once: a Hub id costs a request
+        model = load_head(model, saved_head, is_trainable=training)
         if training:
             hooks = training_hooks(model)
     elif training:
@@ -278,9 +280,10 @@ def run(cfg: DictConfig) -> float:
             if main:
                 write_failure(run_dir, cfg, choices, err, source=source, checkpoint_dir=run_dir / CHECKPOINTS)
             raise
-        load_trainable_state(model, outcome.best_state)
-        # Saved again from the best state: a resumed run's best step may predate this run folder.
-        save_best(outcome.best_step, outcome.best_metrics)
+        if outcome.best_state:  # empty when no validation gave a number
+            load_trainable_state(model, outcome.best_state)
+            # Saved again from the best state: a resumed run's best step may predate this run folder.
+            save_best(outcome.best_step, outcome.best_metrics)
         validation_metrics, best_step = outcome.best_metrics, outcome.best_step
         train_speed = over_all_processes(outcome.throughput, accelerator).as_dict("train")
     else:
@@ -324,7 +327,7 @@ def run(cfg: DictConfig) -> float:
         "status": "completed",
         "recipe": choices.get("recipe"),
         "task": task.name,
-        "method": method_name(cfg, choices, training),
+        "method": method_name(choices, training, saved_head),
         "adapter_source": cfg.get("adapter"),
         "model": cfg.model.name,
         "data": cfg.data.source or "custom",
@@ -456,13 +459,11 @@ _PEFT_TYPE_OPTIONS = {
 }
 
 
-def method_name(cfg: DictConfig, choices: dict, training: bool) -> str:
-    """The head named in the record: the conf/peft choice when training, else the loaded adapter's
-    head type, else ``zero-shot``."""
-    if cfg.get("adapter"):
-        from peftrec.adapters import resolve_adapter
-
-        summary = saved_head_summary(resolve_adapter(cfg.adapter)) or {}
+def method_name(choices: dict, training: bool, saved_head: Path | None) -> str:
+    """The head named in the record: the loaded adapter's head type (``saved_head``: its folder), else
+    the conf/peft choice when training, else ``zero-shot``."""
+    if saved_head is not None:
+        summary = saved_head_summary(saved_head) or {}
         peft_type = str(summary.get("peft_type"))
         return _PEFT_TYPE_OPTIONS.get(peft_type, peft_type.lower())
     return choices.get("peft") if training else "zero-shot"
