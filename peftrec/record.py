@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 PACKAGES = (
@@ -111,6 +112,50 @@ def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory window (GPU only; process RSS peaks cannot be reset)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+
+class MemoryMonitor:
+    """Peak and average memory of one phase (training or evaluation), sampled once per step.
+
+    On CUDA each sample is the step's peak allocated memory (the peak counter is reset after every
+    sample), so the phase's peak is the largest step and ``average_gib`` the mean step: with
+    length-grouped batches the two differ, and the average says what a typical step needs. On CPU the
+    sample is the process's resident set size after the step, and the peak is the process's peak RSS
+    (which no call can reset: it covers everything the process did before, too).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.allocated: list[int] = []
+        self.reserved: list[int] = []
+        reset_peak_memory(device)
+
+    def step(self) -> None:
+        """Record the step just finished and start the next step's window."""
+        if self.device.type == "cuda":
+            self.allocated.append(torch.cuda.max_memory_allocated(self.device))
+            self.reserved.append(torch.cuda.max_memory_reserved(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.allocated.append(psutil.Process().memory_info().rss)
+
+    def summary(self) -> dict[str, Any]:
+        """:func:`peak_memory`'s fields over the phase, plus ``average_gib`` (the mean step) and ``steps``."""
+        if self.device.type == "cuda":
+            # What ran after the last step (e.g. a final validation) counts towards the peak, not the average.
+            allocated = [*self.allocated, torch.cuda.max_memory_allocated(self.device)]
+            reserved = [*self.reserved, torch.cuda.max_memory_reserved(self.device)]
+            summary = {
+                "kind": "cuda_max_allocated",
+                "gib": round(max(allocated) / 2**30, 3),
+                "reserved_gib": round(max(reserved) / 2**30, 3),
+            }
+        else:
+            summary = peak_memory(self.device)
+        if self.allocated:
+            summary["average_gib"] = round(sum(self.allocated) / len(self.allocated) / 2**30, 3)
+        summary["steps"] = len(self.allocated)
+        return summary
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:

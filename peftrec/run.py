@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
+from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, parse_flag_from_env, set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -45,6 +45,7 @@ from peftrec.data import (
 )
 from peftrec.data.candidates import candidates_fingerprint, draw_candidates, save_candidates
 from peftrec.errors import PeftrecError
+from peftrec.flops import model_shape, throughput_mfu
 from peftrec.methods import (
     TrainingHooks,
     apply_head,
@@ -56,11 +57,10 @@ from peftrec.methods import (
 )
 from peftrec.models import count_parameters, load_base_model, load_tokenizer, resolve_precision
 from peftrec.record import (
+    MemoryMonitor,
     device_info,
     git_commit,
     package_versions,
-    peak_memory,
-    reset_peak_memory,
     write_json_atomic,
 )
 from peftrec.tasks.click import ClickTask
@@ -69,6 +69,7 @@ from peftrec.tasks.prompts import Prompt
 from peftrec.tasks.rating import RatingTask
 from peftrec.train import (
     CheckpointPlan,
+    Throughput,
     TrainSettings,
     load_trainable_state,
     over_all_processes,
@@ -112,6 +113,8 @@ def run(cfg: DictConfig) -> float:
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with="tensorboard",
         project_dir=run_dir,
+        # prepare() compiles the model last; dynamic shapes, as length-grouped batches vary in length.
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor", dynamic=True) if tcfg.get("compile") else None,
     )
     main = accelerator.is_main_process
     if not main:
@@ -219,14 +222,27 @@ def run(cfg: DictConfig) -> float:
         )
     scorers = {name: task.scorer(examples[name]) for name in ("validation", "test")}
 
-    def evaluate(name: str) -> tuple[dict[str, float], np.ndarray, dict[str, float]]:
+    shape = model_shape(accelerator.unwrap_model(model))
+
+    def evaluate(
+        name: str, memory: MemoryMonitor | None = None
+    ) -> tuple[dict[str, float], np.ndarray, dict[str, float]]:
         outputs, speed = predict(
-            model, eval_loader[name], scorers[name], accelerator, desc=f"Evaluating {name}"
+            model, eval_loader[name], scorers[name], accelerator, desc=f"Evaluating {name}", memory=memory
         )
         values = metric_lib.compute(metric_names, **task.metric_inputs(examples[name], outputs))
-        return values, outputs, speed.as_dict("eval")
+        # Beam search's steps are not one forward per row, so its MFU would be guessed: left out.
+        eval_mfu = None if task.name == "generative" and cfg.task.get("ranking") == "catalog" else mfu_of(speed)
+        return values, outputs, {**speed.as_dict("eval"), "eval_mfu": eval_mfu}
 
-    reset_peak_memory(device)
+    def mfu_of(speed: Throughput, training: bool = False) -> float | None:
+        value = throughput_mfu(
+            speed, shape, training=training, device_name=device_info(device).get("name"), precision=precision
+        )
+        # Every process's tokens over one device's peak times the devices: the MFU of each GPU.
+        return None if value is None else round(value / accelerator.num_processes, 4)
+
+    train_monitor = MemoryMonitor(device)
     adapter_dir = run_dir / "adapter"
     recipe_yaml = OmegaConf.to_yaml(cfg, resolve=True)
 
@@ -275,6 +291,7 @@ def run(cfg: DictConfig) -> float:
                 on_improve=save_best,
                 after_optimizer_step=hooks.after_optimizer_step,
                 checkpoints=checkpoint_plan,
+                memory=train_monitor,
             )
         except PeftrecError as err:
             if main:
@@ -285,16 +302,20 @@ def run(cfg: DictConfig) -> float:
             # Saved again from the best state: a resumed run's best step may predate this run folder.
             save_best(outcome.best_step, outcome.best_metrics)
         validation_metrics, best_step = outcome.best_metrics, outcome.best_step
-        train_speed = over_all_processes(outcome.throughput, accelerator).as_dict("train")
+        run_throughput = over_all_processes(outcome.throughput, accelerator)
+        train_speed = {
+            **run_throughput.as_dict("train"),
+            "train_mfu": mfu_of(run_throughput, training=True),
+        }
     else:
-        validation_metrics, _, _ = evaluate("validation")
+        validation_metrics, _, _ = evaluate("validation", train_monitor)
         best_step, train_speed, outcome = 0, {}, None
-    train_memory = peak_memory(device)
+    train_memory = train_monitor.summary()
 
     # --- test on the best step ----------------------------------------------------------------
-    reset_peak_memory(device)
-    test_metrics, test_outputs, eval_speed = evaluate("test")
-    eval_memory = peak_memory(device)
+    eval_monitor = MemoryMonitor(device)
+    test_metrics, test_outputs, eval_speed = evaluate("test", eval_monitor)
+    eval_memory = eval_monitor.summary()
     test = examples["test"]
     if main:
         task.prediction_frame(test, test_outputs).to_parquet(

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from peftrec.errors import PeftrecError
+from peftrec.record import MemoryMonitor
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,25 @@ Batch = Mapping[str, torch.Tensor]
 
 @dataclass
 class Throughput:
-    """Samples and real (non-pad) tokens processed in ``seconds``."""
+    """Samples, real (non-pad) tokens, and the positions whose logits the task reads, in ``seconds``.
+
+    ``logit_positions`` counts what the loss or score reads through the output layer: one position per
+    row for label-word tasks, the labelled tokens for token-level targets (the model FLOPs count,
+    :mod:`peftrec.flops`, charges the vocabulary projection for these alone).
+    """
 
     seconds: float = 0.0
     samples: int = 0
     tokens: int = 0
+    logit_positions: int = 0
 
     def add(self, batch: Batch) -> None:
-        self.samples += int(batch["input_ids"].shape[0])
+        rows = int(batch["input_ids"].shape[0])
+        self.samples += rows
         self.tokens += int(batch["attention_mask"].sum())
+        labels = batch.get("labels")
+        token_labels = labels is not None and labels.dim() == 2
+        self.logit_positions += int((labels != -100).sum()) if token_labels else rows
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         rate = (lambda n: n / self.seconds) if self.seconds > 0 else (lambda n: float("nan"))
@@ -129,9 +140,13 @@ def over_all_processes(throughput: Throughput, accelerator: Accelerator) -> Thro
     over the main process's time: the run's throughput, not one process's."""
     if accelerator.num_processes == 1:
         return throughput
-    counts = torch.tensor([throughput.samples, throughput.tokens], device=accelerator.device)
-    samples, tokens = accelerator.reduce(counts, reduction="sum").tolist()
-    return Throughput(seconds=throughput.seconds, samples=int(samples), tokens=int(tokens))
+    counts = torch.tensor(
+        [throughput.samples, throughput.tokens, throughput.logit_positions], device=accelerator.device
+    )
+    samples, tokens, positions = accelerator.reduce(counts, reduction="sum").tolist()
+    return Throughput(
+        seconds=throughput.seconds, samples=int(samples), tokens=int(tokens), logit_positions=int(positions)
+    )
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -166,6 +181,7 @@ def train(
     on_improve: Callable[[int, dict[str, float]], None] | None = None,
     after_optimizer_step: Callable[[int], None] | None = None,
     checkpoints: CheckpointPlan | None = None,
+    memory: MemoryMonitor | None = None,
 ) -> TrainOutcome:
     """Train the head for ``settings.max_steps`` optimizer steps, validating along the way.
 
@@ -180,6 +196,7 @@ def train(
         after_optimizer_step: per-step hook of the head (AdaLoRA's rank allocation), called with the
             number of optimizer steps taken, after each optimizer step and before the gradients are cleared.
         checkpoints: resumable checkpoints to write (and one to resume from); None: none.
+        memory: sampled after every optimizer step (peak and average memory of the phase).
 
     Returns:
         The outcome, with the best step's trainable weights in ``best_state``.
@@ -234,6 +251,8 @@ def train(
                 continue
 
             scheduler.step()
+            if memory is not None:
+                memory.step()
             outcome.steps += 1
             step = outcome.steps
             train_seconds = outcome.throughput.seconds + time.perf_counter() - start
@@ -334,6 +353,7 @@ def predict(
     accelerator: Accelerator,
     *,
     desc: str = "Evaluating",
+    memory: MemoryMonitor | None = None,
 ) -> tuple[np.ndarray, Throughput]:
     """Score every row of a loader (one forward pass per batch).
 
@@ -343,6 +363,7 @@ def predict(
         score_fn: the task's scoring function.
         accelerator: gathers across processes (each row counted once).
         desc: progress-bar label.
+        memory: sampled after every batch.
 
     Returns:
         ``(outputs, throughput)``: one output per row (a score, or a row of scores / item ids), in the
@@ -357,6 +378,8 @@ def predict(
             batch_scores = score_fn(model, batch)
         index, batch_scores = accelerator.gather_for_metrics((batch["index"], batch_scores))
         throughput.add(batch)
+        if memory is not None:
+            memory.step()
         indices.append(index.cpu())
         scores.append(batch_scores.cpu())
     throughput.seconds = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -56,9 +56,9 @@ class ClickTask(LabelWordTask):
         """1 = liked (rating above the like threshold)."""
         return examples["label"].astype(int).tolist()
 
-    def scores(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def from_label_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """p(positive): the softmax over the two label logits."""
-        return self.logits(model, batch).softmax(dim=-1)[:, 1]
+        return logits.softmax(dim=-1)[:, 1]
 
     def metric_inputs(self, examples: pd.DataFrame, outputs: np.ndarray) -> dict[str, np.ndarray]:
         """``y_true`` = the click label, ``y_score`` = p(positive)."""

@@ -59,8 +59,8 @@ class LabelWordTask:
         """The index of each example's label word."""
         raise NotImplementedError
 
-    def scores(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """One prediction per row."""
+    def from_label_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """One prediction per row from its ``(rows, label words)`` logits."""
         raise NotImplementedError
 
     def metric_inputs(self, examples: pd.DataFrame, outputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,6 +109,10 @@ class LabelWordTask:
     def logits(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(batch, len(label_words))`` logits at each row's last real position."""
         return label_logits(model, batch["input_ids"], batch["attention_mask"], self.label_ids)
+
+    def scores(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One prediction per row, from one forward pass."""
+        return self.from_label_logits(self.logits(model, batch))
 
     def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy over the label words' logits at the last position."""

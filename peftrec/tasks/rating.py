@@ -7,7 +7,7 @@ point estimate, better in RMSE than the arg-max digit).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,9 +78,9 @@ class RatingTask(LabelWordTask):
             )
         return index.tolist()
 
-    def scores(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def from_label_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The expected rating under the softmax over the value words."""
-        probabilities = self.logits(model, batch).softmax(dim=-1)
+        probabilities = logits.softmax(dim=-1)
         return probabilities @ torch.as_tensor(
             self.values, dtype=probabilities.dtype, device=probabilities.device
         )
