@@ -152,6 +152,8 @@ class MemoryMonitor:
             }
         else:
             summary = peak_memory(self.device)
+            if self.allocated:  # ru_maxrss can lag the RSS psutil read at a step
+                summary["gib"] = max(summary["gib"], round(max(self.allocated) / 2**30, 3))
         if self.allocated:
             summary["average_gib"] = round(sum(self.allocated) / len(self.allocated) / 2**30, 3)
         summary["steps"] = len(self.allocated)

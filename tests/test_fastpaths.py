@@ -1,0 +1,292 @@
+"""The fast-paths benchmark (peftrec.fastpaths): its parts by hand, and one run end to end on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import pytest
+import torch
+from test_cli import toy_overrides
+from transformers import AutoTokenizer
+
+from peftrec.batching import tokenize_prompts
+from peftrec.fastpaths import (
+    VARIANTS,
+    StepLog,
+    Variant,
+    fixed_length,
+    full_lm_dataset,
+    logged,
+    ratios,
+    variant_loader,
+)
+from peftrec.train import Throughput
+
+TASK = SimpleNamespace(label_ids=[7, 9])  # label 0 -> token 7, label 1 -> token 9
+
+
+def fastpaths(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PEFTREC_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PEFTREC_CACHE": str(cwd / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "peftrec.fastpaths", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+# --- training rows ----------------------------------------------------------------------------------
+
+
+def test_full_lm_dataset_appends_the_label_word_and_labels_every_token():
+    rows = datasets.Dataset.from_dict(
+        {
+            "input_ids": [[1, 2, 3], [4, 5], [6]],
+            "attention_mask": [[1, 1, 1], [1, 1], [1]],
+            "labels": [0, 1, 1],
+            "length": [3, 2, 1],
+        }
+    )
+    lm = full_lm_dataset(TASK, rows)
+    assert lm["input_ids"] == [[1, 2, 3, 7], [4, 5, 9], [6, 9]]
+    assert lm["labels"] == lm["input_ids"]
+    assert lm["attention_mask"] == [[1, 1, 1, 1], [1, 1, 1], [1, 1]]
+    assert lm["length"] == [4, 3, 2]
+
+
+def test_full_lm_dataset_keeps_rows_with_token_labels_and_labels_the_prompt_too():
+    rows = datasets.Dataset.from_dict(
+        {
+            "input_ids": [[1, 2, 3, 4], [5, 6, 7]],
+            "attention_mask": [[1, 1, 1, 1], [1, 1, 1]],
+            "labels": [[-100, -100, 3, 4], [-100, 6, 7]],
+            "length": [4, 3],
+        }
+    )
+    lm = full_lm_dataset(TASK, rows)
+    assert lm["input_ids"] == [[1, 2, 3, 4], [5, 6, 7]]
+    assert lm["labels"] == lm["input_ids"]
+    assert lm["length"] == [4, 3]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "expected"), [([5, 17, 9], 24), ([16, 3], 16), ([1], 8), ([8, 9], 16), ([64], 64)]
+)
+def test_fixed_length_rounds_the_longest_row_up_to_a_multiple_of_8(lengths, expected):
+    assert fixed_length(datasets.Dataset.from_dict({"length": lengths})) == expected
+
+
+# --- loaders ----------------------------------------------------------------------------------------
+
+PROMPTS = [
+    "Yes",
+    "Answer: Yes",
+    "A user rated movies.",
+    "Good Movie 1, Good Movie 2, Bad Movie 3",
+    "A user rated movies. Liked: none. Disliked: none.",
+    'Will the user like the movie "x"? Answer Yes or No.',
+    ", ".join(f"Good Movie {k}" for k in range(8)),
+    ", ".join(f"Good Movie {k}, Bad Movie {k}" for k in range(8)),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+@pytest.fixture(scope="module")
+def prompt_rows(tokenizer):
+    return tokenize_prompts(PROMPTS, tokenizer, labels=[k % 2 for k in range(len(PROMPTS))], max_length=512)
+
+
+def batches(loader) -> list[dict[str, torch.Tensor]]:
+    return list(loader)
+
+
+def test_prompt_rows_span_several_multiples_of_8(prompt_rows):
+    # The loader tests below need short and long rows: grouped batches must be shorter than the longest.
+    lengths = prompt_rows["length"]
+    assert min(lengths) <= 8 and max(lengths) > 24
+
+
+def test_fixed_padding_pads_every_batch_to_the_split_s_longest_row(prompt_rows, tokenizer):
+    fixed = fixed_length(prompt_rows)
+    assert fixed % 8 == 0 and fixed >= max(prompt_rows["length"]) > fixed - 8
+    loader = variant_loader(prompt_rows, tokenizer, Variant("v", padding="fixed"), batch_size=3, seed=0)
+    seen = []
+    for batch in batches(loader):
+        assert batch["input_ids"].shape[1] == fixed and batch["attention_mask"].shape[1] == fixed
+        assert batch["labels"].shape == (len(batch["input_ids"]),)
+        for row, index in enumerate(batch["index"].tolist()):
+            assert int(batch["attention_mask"][row].sum()) == prompt_rows[index]["length"]
+            assert (
+                batch["input_ids"][row, : prompt_rows[index]["length"]].tolist()
+                == prompt_rows[index]["input_ids"]
+            )
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(len(PROMPTS)))
+
+
+def test_fixed_padding_pads_token_labels_to_the_same_length(prompt_rows, tokenizer):
+    lm = full_lm_dataset(TASK, prompt_rows)
+    fixed = fixed_length(lm)
+    loader = variant_loader(lm, tokenizer, VARIANTS["baseline"], batch_size=3, seed=0)
+    for batch in batches(loader):
+        assert batch["input_ids"].shape[1] == fixed and batch["labels"].shape == batch["input_ids"].shape
+        real = batch["attention_mask"].bool()
+        assert torch.equal(batch["labels"][real], batch["input_ids"][real])
+        assert bool((batch["labels"][~real] == -100).all())
+
+
+def test_grouped_padding_pads_each_batch_only_to_its_own_longest_row(prompt_rows, tokenizer):
+    loader = variant_loader(prompt_rows, tokenizer, VARIANTS["fast"], batch_size=2, seed=0)
+    widths, seen = [], []
+    for batch in batches(loader):
+        longest = max(prompt_rows[i]["length"] for i in batch["index"].tolist())
+        assert batch["input_ids"].shape[1] == math.ceil(longest / 8) * 8
+        widths.append(batch["input_ids"].shape[1])
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(len(PROMPTS)))
+    assert min(widths) < fixed_length(prompt_rows)  # shorter than the fixed padding somewhere
+
+
+# --- step log, logged loss, ratios -------------------------------------------------------------------
+
+
+def test_step_log_times_the_steps_after_warmup():
+    steps = StepLog(
+        ends=[10.0, 10.5, 11.5, 13.0],
+        rows=[8, 8, 6, 4],
+        tokens=[80, 70, 50, 30],
+        padded_tokens=[96, 96, 64, 32],
+        logit_positions=[8, 8, 6, 4],
+    )
+    assert steps.timed(1) == Throughput(seconds=3.0, samples=18, tokens=150, logit_positions=18)
+    assert steps.timed(2) == Throughput(seconds=2.5, samples=10, tokens=80, logit_positions=10)
+    assert steps.timed(3) == Throughput(seconds=1.5, samples=4, tokens=30, logit_positions=4)
+    assert steps.timed(0) == Throughput()
+    assert steps.timed(4) == Throughput()  # no step left to time
+
+
+def test_logged_records_rows_tokens_and_logit_positions():
+    steps = StepLog.empty()
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    row_labels = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1])}
+    token_labels = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": torch.tensor([[-100, 5, 6, -100], [-100, 7, -100, -100]]),
+    }
+    loss = logged(lambda model, batch: torch.tensor(1.5), steps, full_lm=False)
+    assert loss(None, row_labels).item() == 1.5
+    loss(None, token_labels)
+    logged(lambda model, batch: torch.tensor(0.0), steps, full_lm=True)(None, token_labels)
+    assert steps.rows == [2, 2, 2]
+    assert steps.tokens == [5, 5, 5]
+    assert steps.padded_tokens == [8, 8, 8]
+    # One per row; the labelled tokens; every real token under the full LM loss.
+    assert steps.logit_positions == [2, 3, 5]
+
+
+def train_result(samples_per_s: float, gib: float, auc: float) -> dict:
+    return {"train_samples_per_s": samples_per_s, "memory": {"gib": gib}, "test": {"metrics": {"auc": auc}}}
+
+
+def test_ratios_against_the_baseline_skip_failed_variants():
+    train = {
+        "baseline": train_result(100.0, 2.0, 0.70),
+        "fast": train_result(300.0, 1.0, 0.72),
+        "fixed_padding": train_result(150.0, 2.5, 0.69),
+        "compile": {"switches": {"name": "compile"}, "error": "RuntimeError: no compiler"},
+    }
+    assert ratios(train, "auc") == {
+        "fast": {"samples_per_s_x": 3.0, "peak_memory_x": 0.5, "test_auc_minus_baseline": 0.02},
+        "fixed_padding": {"samples_per_s_x": 1.5, "peak_memory_x": 1.25, "test_auc_minus_baseline": -0.01},
+    }
+    assert ratios({"fast": train_result(300.0, 1.0, 0.72)}, "auc") == {}  # no baseline, no ratios
+    zero = ratios({"baseline": train_result(0.0, 0.0, 0.5), "fast": train_result(3.0, 1.0, 0.5)}, "auc")
+    assert zero == {"fast": {"samples_per_s_x": None, "peak_memory_x": None, "test_auc_minus_baseline": 0.0}}
+
+
+# --- end to end ---------------------------------------------------------------------------------------
+
+
+def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, toy_csv, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = fastpaths(
+        *toy_overrides(
+            tiny_model_dir,
+            toy_csv,
+            run_dir,
+            "fastpaths.batch_size=8",
+            "fastpaths.train_steps=2",
+            "fastpaths.warmup_steps=1",
+            "fastpaths.variants=[baseline,fast,fixed_padding]",
+        ),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run_dir / "fastpaths.json").read_text())
+    assert record["kind"] == "fastpaths" and record["task"] == "click" and record["precision"] == "fp32"
+    assert record["recipe"] == "lora_click" and record["primary_metric"] == "auc"
+    train = record["train"]
+    assert list(train) == ["baseline", "fast", "fixed_padding"]
+    switches = train["baseline"]["switches"]
+    assert (switches["loss"], switches["padding"], switches["attention"]) == ("full_lm", "fixed", "eager")
+    assert train["fast"]["switches"] == {
+        "name": "fast",
+        "loss": "task",
+        "padding": "grouped",
+        "attention": "sdpa",
+        "gradient_checkpointing": False,
+        "compile": False,
+        "batch_size": 8,
+    }
+    assert train["fixed_padding"]["switches"]["padding"] == "fixed"
+    for name, res in train.items():
+        assert "error" not in res, name
+        assert res["switches"]["batch_size"] == 8
+        assert res["timed_steps"] == 2 and res["train_samples"] == 16, name
+        assert res["train_samples_per_s"] > 0 and res["train_seconds"] > 0
+        assert res["train_mfu"] is None  # CPU: no known peak
+        assert res["memory"]["kind"] == "process_peak_rss" and res["memory"]["steps"] == 3
+        # Padding only adds tokens; the baseline's rows carry one extra token (the answer).
+        assert res["computed_tokens_per_sample"] >= res["real_tokens_per_sample"] > 0
+        assert 0 <= res["test"]["metrics"]["auc"] <= 1
+        assert res["test"]["examples"] == res["test"]["eval_samples"] > 0
+    for name in ("baseline", "fixed_padding"):
+        length = train[name]["fixed_length"]
+        assert isinstance(length, int) and length % 8 == 0 and length > 0, name
+        assert train[name]["computed_tokens_per_sample"] == length  # every row padded to it
+    assert train["baseline"]["fixed_length"] >= train["fixed_padding"]["fixed_length"]
+    assert train["fast"]["fixed_length"] is None
+    assert set(record["vs_baseline"]) == {"fast", "fixed_padding"}
+    for ratio in record["vs_baseline"].values():
+        assert ratio["samples_per_s_x"] > 0 and ratio["peak_memory_x"] > 0
+        assert set(ratio) == {"samples_per_s_x", "peak_memory_x", "test_auc_minus_baseline"}
+
+    # fp32: one forward pass and the first generated token's logits are the same computation.
+    evaluation = record["evaluation"]
+    single, generation = evaluation["single_forward"], evaluation["generation"]
+    assert single["auc"] == pytest.approx(generation["auc"], abs=1e-3)
+    assert evaluation["max_abs_score_difference"] < 1e-3
+    assert single["eval_samples"] == generation["eval_samples"] == train["fast"]["test"]["examples"]
+    assert single["auc"] == pytest.approx(train["fast"]["test"]["metrics"]["auc"], abs=1e-9)
+    assert generation["max_new_tokens"] == 8 and generation["fixed_length"] % 8 == 0
+
+    assert "| baseline |" in proc.stdout and "| fast |" in proc.stdout and "| fixed_padding |" in proc.stdout
+    assert f"Record: {run_dir / 'fastpaths.json'}" in proc.stdout
