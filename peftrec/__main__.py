@@ -11,6 +11,8 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -42,16 +44,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return run_or_exit(cfg)
 
 
-def run_or_exit(cfg: DictConfig) -> float | None:
+def run_or_exit(cfg: DictConfig, runner: Callable[[DictConfig], Any] | None = None) -> Any:
     """Run a composed config; an input error prints ``peftrec: error: ...`` and exits with status 2.
 
-    Shared by the entry points that compose a run config (``peftrec``, ``peftrec.evaluate``).
+    Shared by the entry points that compose a run config (``peftrec``, ``peftrec.evaluate``,
+    ``peftrec.fastpaths``); ``runner`` defaults to :func:`peftrec.run.run`.
     """
-    # Imported here so `--help` and config errors answer without loading torch.
-    from peftrec.run import run
+    if runner is None:
+        # Imported here so `--help` and config errors answer without loading torch.
+        from peftrec.run import run as runner
 
     try:
-        return run(cfg)
+        return runner(cfg)
     except PeftrecError as err:
         # The input is at fault, not the code: the message names the fix; a traceback would bury it.
         print(f"peftrec: error: {err}", file=sys.stderr)
@@ -81,7 +85,9 @@ def share_run_folder_time() -> None:
 
     PartialState(cpu=use_cpu())  # starts the process group (gloo on CPU, nccl on GPU)
     started = broadcast_object_list([datetime.now()], from_process=0)[0]
-    OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver(
+        "now", lambda pattern: started.strftime(pattern), use_cache=True, replace=True
+    )
 
 
 def close_process_group() -> None:

@@ -640,17 +640,9 @@ def _summary(result: Mapping[str, Any], primary: str) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="fastpaths")
 def _hydra_main(cfg: DictConfig) -> None:
-    from peftrec.__main__ import close_process_group
+    from peftrec.__main__ import run_or_exit
 
-    try:
-        run_fastpaths(cfg)
-    except PeftrecError as err:
-        import sys
-
-        print(f"peftrec: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        close_process_group()
+    run_or_exit(cfg, run_fastpaths)
 
 
 def main() -> None:
