@@ -313,7 +313,7 @@ class Bench:
             model,
             loss_fn=logged(hf_lm_loss if full_lm else self.task.loss, steps, full_lm),
             train_loader=loader,
-            validate=lambda: {"none": math.nan},  # nothing to choose: the last step is tested
+            validate=None,  # nothing to choose: the last step is tested
             optimizer=optimizer,
             scheduler=scheduler,
             accelerator=self.accelerator,

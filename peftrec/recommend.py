@@ -21,7 +21,6 @@ and ``data.<key>=...`` to replace part of the recipe's data section (e.g. ``data
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from peftrec.atomic import staged_file
 from peftrec.errors import PeftrecError
 
 USAGE = (
@@ -109,25 +109,19 @@ def write_recommendations(frames: Iterable[pd.DataFrame], path: str | Path) -> i
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise PeftrecError(f"output={path}: use a .csv or .jsonl file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     columns = ["user_id", "rank", "item_id", "title", "score"]
     rows = 0
-    try:
-        with partial.open("w", newline="") as out:
-            for k, frame in enumerate(frames):
-                frame = frame[columns]
-                if path.suffix.lower() == ".csv":
-                    frame.to_csv(out, index=False, header=k == 0)
-                else:
-                    for record in frame.to_dict(orient="records"):
-                        out.write(json.dumps(_plain(record)) + "\n")
-                rows += len(frame)
-            if rows == 0 and path.suffix.lower() == ".csv":
-                out.write(",".join(columns) + "\n")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with staged_file(path) as partial, partial.open("w", newline="") as out:
+        for k, frame in enumerate(frames):
+            frame = frame[columns]
+            if path.suffix.lower() == ".csv":
+                frame.to_csv(out, index=False, header=k == 0)
+            else:
+                for record in frame.to_dict(orient="records"):
+                    out.write(json.dumps(_plain(record)) + "\n")
+            rows += len(frame)
+        if rows == 0 and path.suffix.lower() == ".csv":
+            out.write(",".join(columns) + "\n")
     return rows
 
 

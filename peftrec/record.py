@@ -7,13 +7,14 @@ import os
 import platform
 import resource
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
+
+from peftrec.atomic import write_bytes_atomic
 
 PACKAGES = (
     "peftrec",
@@ -30,20 +31,8 @@ PACKAGES = (
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON through a temporary file and ``os.replace``, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _jsonable(value: Any) -> Any:

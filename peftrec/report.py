@@ -14,13 +14,16 @@ Rules the report applies, so that its numbers can be read without the code:
   same split, same process count) form an LR group. A group with two or more learning rates keeps, in
   tables and plots, only its run with the best validation value of the record's ``select_metric``;
   the others are listed as "not chosen on validation". Chosen per seed, before the mean over seeds.
-- Ties: a run "ties with the best" run of its task and split (best primary test metric, baselines
-  aside) when the best's value lies within this run's 95% interval by user, or this run's value within
-  the best's; ``-`` when neither interval is recorded.
-- Plots: for each task, its primary test metric against trainable parameters (log axis), peak training
-  memory and training time, one PNG per axis. Only one split is plotted per task: the split label with
-  the most trained runs (ties: the first label alphabetically); runs of other splits are listed under
-  "Runs left out of the plots", with failed runs and runs missing a value. A point is one
+- Comparisons: runs are compared only with runs of the same task, split (and test rows) and training
+  budget (steps x batch on one kind of device, e.g. ``125x64 cuda``): a 24-step CPU run and a 125-step
+  GPU run answer different questions, and their times and memory are not on one scale.
+- Ties: a run "ties with the best" trained run of its comparison (best primary test metric, baselines
+  and zero-shot aside) when the best's value lies within this run's 95% interval by user, or this
+  run's value within the best's; ``-`` when neither interval is recorded (and for zero-shot runs).
+- Plots: for each comparison with at least two trained configurations, its primary test metric against
+  trainable parameters (log axis), peak training memory and training time, one PNG per axis, named
+  ``<task>_<metric>_vs_<axis>_<split>_<budget>.png``. Runs of a comparison of their own are listed
+  under "Runs left out of the plots", with failed runs and runs missing a value. A point is one
   configuration: its mean over seeds (the mean-over-seeds grouping), error bars from the lowest to the
   highest seed. The Pareto front (no other point costs as little and scores as well, one strictly)
   is drawn as a line; the classical baselines and zero-shot runs of that split are horizontal lines.
@@ -33,14 +36,13 @@ import copy
 import csv
 import io
 import json
-import os
 import statistics
-import tempfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftrec.atomic import write_bytes_atomic
 from peftrec.config_fingerprint import config_fingerprint
 
 # task -> (primary metric, secondary metric); a lower-is-better metric is marked in its header.
@@ -114,6 +116,22 @@ def _split_label(record: dict[str, Any]) -> str:
     if _get(record, "config", "trainer", "max_test_examples"):  # a fixed draw of the test rows (CPU budgets)
         parts.append(f"{_get(record, 'examples', 'test')} test rows")
     return ", ".join(parts)
+
+
+def _budget(record: dict[str, Any]) -> str:
+    """Steps x batch on a device kind, e.g. ``125x64 cuda`` (``zero-shot cpu`` untrained, ``-`` unknown)."""
+    trainer = _get(record, "config", "trainer") or {}
+    steps = record.get("steps", trainer.get("max_steps"))
+    if steps is None:
+        return "-"
+    cost = f"{steps}x{trainer.get('batch_size', '?')}" if steps else "zero-shot"
+    device = _get(record, "device", "type")
+    return f"{cost} {device}" if device else cost
+
+
+def comparison(record: dict[str, Any]) -> tuple[str, str]:
+    """``(split label, budget)``: what a run is compared within (besides its task)."""
+    return _split_label(record), _budget(record)
 
 
 def _without(config: dict[str, Any], *paths: tuple[str, ...]) -> dict[str, Any]:
@@ -242,18 +260,19 @@ def tie_with_best(value: float, ci: list[float] | None, best: float, best_ci: li
 
 
 def tie_marks(runs: Records) -> dict[str, str]:
-    """Run name -> ``best``, ``yes``, ``no`` or ``-``: whether it ties with the best run of its task and
-    split on the primary test metric (see ``tie_with_best``). Runs without a value get ``-``."""
-    scored: dict[tuple[str, str], Records] = defaultdict(list)
+    """Run name -> ``best``, ``yes``, ``no`` or ``-``: whether it ties with the best trained run of its task
+    and comparison (split and budget) on the primary test metric (see ``tie_with_best``). Runs without a
+    value, and zero-shot runs, get ``-``."""
+    scored: dict[tuple[str, ...], Records] = defaultdict(list)
     for name, record in runs:
         task = _task(record)
         if (
-            record.get("method") != "baselines"
+            record.get("method") not in ("baselines", "zero-shot")
             and _get(record, "metrics", "test", _primary(task)) is not None
         ):
-            scored[(task, _split_label(record))].append((name, record))
+            scored[(task, *comparison(record))].append((name, record))
     marks: dict[str, str] = {}
-    for (task, _), members in scored.items():
+    for (task, *_), members in scored.items():
         primary = _primary(task)
         value = {name: _get(record, "metrics", "test", primary) for name, record in members}
         ci = {name: _get(record, "metrics", "test_ci95_by_user", primary) for name, record in members}
@@ -273,9 +292,9 @@ def tie_marks(runs: Records) -> dict[str, str]:
 def columns(task: str) -> list[str]:
     """Column names of a task's table."""
     primary, secondary = METRICS.get(task, METRICS["click"])
-    return ["run", "method", "model", "split", f"{_metric_header(primary)} [95% CI by user]", "tie with best",
-            _metric_header(secondary), "trainable params", "train samples/s", "eval samples/s", "peak memory",
-            "wall", "device"]  # fmt: skip
+    return ["run", "method", "model", "split", "budget", f"{_metric_header(primary)} [95% CI by user]",
+            "tie with best", _metric_header(secondary), "trainable params", "train samples/s",
+            "eval samples/s", "peak memory", "wall", "device"]  # fmt: skip
 
 
 def _memory_cell(record: dict[str, Any]) -> str:
@@ -304,6 +323,7 @@ def row(name: str, record: dict[str, Any], tie: str = "-") -> list[str]:
         str(record.get("method", "-")),
         str(record.get("model", "-")),
         _split_label(record),
+        _budget(record),
         f"{_fmt(value, '.3f')}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
         tie,
         _fmt(_get(record, "metrics", "test", secondary), ".3f"),
@@ -329,7 +349,7 @@ def baseline_rows(records: Records, task: str) -> list[list[str]]:
             seen.add((*where, name))
             ci = _get(record, "baselines", name, "test_ci95_by_user", primary)
             rows.append(
-                [f"baseline: {name}", "classical", "-", _split_label(record),
+                [f"baseline: {name}", "classical", "-", _split_label(record), "-",
                  _fmt(values.get(primary), ".3f") + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""), "-",
                  _fmt(values.get(secondary), ".3f"), "-", "-", "-", "-", "-", "-"]
             )  # fmt: skip
@@ -347,7 +367,7 @@ def seed_key(name: str, record: dict[str, Any], grids: dict[str, tuple[float, ..
     drop = [("seed",), LR_PATH] if grid else [("seed",)]
     same_config = config_fingerprint(_without(config, *drop)) if config else record.get("steps")
     return (task, _primary(task), record.get("method"), record.get("model"), _split_label(record),
-            record.get("steps"), same_config, grid, record.get("processes", 1))  # fmt: skip
+            _budget(record), same_config, grid, record.get("processes", 1))  # fmt: skip
 
 
 def seed_groups(records: Records, grids: dict[str, tuple[float, ...]] | None = None) -> dict[tuple, Records]:
@@ -365,20 +385,20 @@ def seed_groups(records: Records, grids: dict[str, tuple[float, ...]] | None = N
 def seed_summary(records: Records, grids: dict[str, tuple[float, ...]] | None = None) -> list[str]:
     """Mean and standard deviation over seeds of runs that differ only in the seed (e.g. few-shot)."""
     lines = []
-    for (task, primary, method, model, split, steps, *_), members in sorted(
+    for (task, primary, method, model, split, budget, *_), members in sorted(
         seed_groups(records, grids).items(), key=str
     ):
         if len({record.get("seed") for _, record in members}) < 2:
             continue
         values = [_get(record, "metrics", "test", primary) for _, record in members]
         lines.append(
-            f"| {task} | {method} | {model} | {split} | {steps} | {len(values)} | "
+            f"| {task} | {method} | {model} | {split} | {budget} | {len(values)} | "
             f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({primary}) |"
         )
     if not lines:
         return []
     return [
-        "| task | method | model | split | steps | seeds | test mean ± std |",
+        "| task | method | model | split | budget | seeds | test mean ± std |",
         "|---|---|---|---|---|---|---|",
         *lines,
         "",
@@ -545,14 +565,6 @@ def pareto_front(points: list[tuple[float, float]], lower_is_better: bool = Fals
     return sorted(front, key=lambda i: points[i])
 
 
-def _budget(record: dict[str, Any]) -> str:
-    """Steps x batch on a device kind, e.g. ``125x64 cuda``: what a point's training cost."""
-    trainer = _get(record, "config", "trainer") or {}
-    steps = record.get("steps", trainer.get("max_steps"))
-    device = _get(record, "device", "type") or "?"
-    return f"{steps}x{trainer.get('batch_size', '?')} {device}" if steps else f"zero-shot {device}"
-
-
 def plot_points(runs: Records, x_path: tuple[str, ...], grids: dict[str, tuple[float, ...]]) -> list[Point]:
     """One point per configuration (``seed_groups``): mean cost and metric over its seeds."""
     models = {record.get("model") for _, record in runs}
@@ -594,23 +606,6 @@ def reference_lines(group: Records, split: str, primary: str) -> list[tuple[str,
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.replace("@", "_at_")).strip("_")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` through a temporary file and ``os.replace`` (as ``peftrec.record.write_json_atomic``
-    does, without importing torch), so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _label_lines(ax: Any, refs: list[tuple[str, float]], gap: float = 0.035) -> None:
@@ -672,12 +667,17 @@ def draw(
     return buffer.getvalue()
 
 
-def plotted_split(runs: Records) -> str | None:
-    """The split label a task's plots show: the one with most trained runs, then the first by name."""
-    counts = Counter(_split_label(record) for _, record in runs if record.get("method") != "zero-shot")
-    if not counts:
-        counts = Counter(_split_label(record) for _, record in runs)
-    return min(counts, key=lambda label: (-counts[label], label)) if counts else None
+def plotted_comparisons(
+    runs: Records, grids: dict[str, tuple[float, ...]]
+) -> tuple[list[tuple[str, str]], Records]:
+    """The comparisons (split, budget) of trained runs with two or more configurations to plot, in order
+    of split then budget, and the trained runs of the others."""
+    trained = [(name, r) for name, r in runs if r.get("method") != "zero-shot"]
+    configs: dict[tuple[str, str], set] = defaultdict(set)
+    for key, members in seed_groups(trained, grids).items():
+        configs[comparison(members[0][1])].add(key)
+    plotted = sorted(where for where, keys in configs.items() if len(keys) >= 2)
+    return plotted, [(name, r) for name, r in trained if comparison(r) not in plotted]
 
 
 def _plot_candidates(task: str, group: Records) -> tuple[Records, list[tuple[str, str]]]:
@@ -714,7 +714,7 @@ def _axis_runs(runs: Records, axis: str) -> tuple[Records, list[tuple[str, str]]
 def plot_task(
     task: str, group: Records, out: Path, grids: dict[str, tuple[float, ...]]
 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Write a task's PNG plots into ``out``.
+    """Write a task's PNG plots into ``out``: one per axis for each comparison (split, budget).
 
     Args:
         task: the task name.
@@ -727,26 +727,31 @@ def plot_task(
     """
     primary = _primary(task)
     runs, left_out = _plot_candidates(task, group)
-    split = plotted_split(runs)
-    left_out += [(name, f"split '{_split_label(r)}' (the {task} plots show '{split}')")
-                 for name, r in runs if _split_label(r) != split]  # fmt: skip
-    trained = [(n, r) for n, r in runs if _split_label(r) == split and r.get("method") != "zero-shot"]
-    refs = reference_lines(group, split, primary) if split is not None else []
+    plotted, alone = plotted_comparisons(runs, grids)
+    left_out += [(name, f"the only configuration at split '{_split_label(r)}', budget '{_budget(r)}'")
+                 for name, r in alone]  # fmt: skip
     written = []
-    for axis, (xlabel, path, log) in AXES.items():
-        usable, missing = _axis_runs(trained, axis)
-        left_out += missing
-        if not usable:
-            continue
-        kinds = (
-            sorted({str(_get(r, "memory", "train", "kind")) for _, r in usable})
-            if axis == "train_memory_gib"
-            else []
-        )
-        label = xlabel + (f" [{', '.join(kinds)}]" if kinds else "")
-        png = draw(plot_points(usable, path, grids), refs, metric=primary, xlabel=label,
-                   title=f"{task}: test {primary} vs {xlabel} (split: {split})", log=log)  # fmt: skip
-        written.append(write_bytes_atomic(out / f"{task}_{_slug(primary)}_vs_{axis}.png", png))
+    for split, budget in plotted:
+        trained = [
+            (n, r) for n, r in runs if comparison(r) == (split, budget) and r.get("method") != "zero-shot"
+        ]
+        refs = reference_lines(group, split, primary)
+        for axis, (xlabel, path, log) in AXES.items():
+            usable, missing = _axis_runs(trained, axis)
+            left_out += missing
+            if not usable:
+                continue
+            kinds = (
+                sorted({str(_get(r, "memory", "train", "kind")) for _, r in usable})
+                if axis == "train_memory_gib"
+                else []
+            )
+            label = xlabel + (f" [{', '.join(kinds)}]" if kinds else "")
+            png = draw(plot_points(usable, path, grids), refs, metric=primary, xlabel=label,
+                       title=f"{task}: test {primary} vs {xlabel} (split: {split}; budget: {budget})",
+                       log=log)  # fmt: skip
+            name = "_".join(filter(None, [task, _slug(primary), "vs", axis, _slug(split), _slug(budget)]))
+            written.append(write_bytes_atomic(out / f"{name}.png", png))
     return written, left_out
 
 

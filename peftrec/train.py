@@ -173,7 +173,7 @@ def train(
     *,
     loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor],
     train_loader: DataLoader,
-    validate: Callable[[], dict[str, float]],
+    validate: Callable[[], dict[str, float]] | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     accelerator: Accelerator,
@@ -188,7 +188,8 @@ def train(
     Args:
         model, train_loader, optimizer: already passed through ``accelerator.prepare``.
         loss_fn: the task's batch loss.
-        validate: runs validation and returns its metrics (called on the main loop's schedule).
+        validate: runs validation and returns its metrics (called on the main loop's schedule); None:
+            no validation (a timing run), so no best step is chosen and the last weights are the model's.
         scheduler: stepped once per optimizer step (not prepared, so it never double-steps).
         accelerator: carries gradient accumulation and mixed precision.
         settings: loop settings.
@@ -273,7 +274,7 @@ def train(
                 outcome.running_loss, outcome.running_count = 0.0, 0
 
             last = step >= settings.max_steps
-            if step % settings.eval_every == 0 or last:
+            if validate is not None and (step % settings.eval_every == 0 or last):
                 outcome.throughput.seconds += time.perf_counter() - start
                 _validate(model, validate, accelerator, settings, outcome, on_improve)
                 start = time.perf_counter()

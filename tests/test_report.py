@@ -29,7 +29,7 @@ RECORD = {
     "speed": {"train_samples_per_s": 2.4, "eval_samples_per_s": 7.0},
     "memory": {"train": {"kind": "process_peak_rss", "gib": 5.1}},
     "wall_seconds": 540,
-    "device": {"name": "CPU X"},
+    "device": {"name": "CPU X", "type": "cpu"},
     "split": {"fingerprint": "abc", "params": {"protocol": "tallrec"}},
     "baselines_test": {"user_history_mean": {"auc": 0.811}},
 }
@@ -39,7 +39,11 @@ def run(test_auc: float, *, lr: float = 1e-3, seed: int = 0, validation: float |
     """A completed click run with a config (for LR groups and seeds), a test AUC and its costs."""
     record = copy.deepcopy(RECORD)
     record.update(seed=seed, select_metric="auc", status="completed")
-    record["config"] = {"seed": seed, "peft": {"r": 8}, "trainer": {"max_steps": 24, "optimizer": {"lr": lr}}}
+    record["config"] = {
+        "seed": seed,
+        "peft": {"r": 8},
+        "trainer": {"max_steps": 24, "batch_size": 16, "optimizer": {"lr": lr}},
+    }
     record["metrics"]["test"]["auc"] = test_auc
     record["metrics"]["validation"] = {"auc": validation if validation is not None else test_auc}
     record["speed"]["train_seconds"] = 100.0
@@ -61,13 +65,14 @@ def test_table_rows_from_records_and_baselines_once_per_split(tmp_path):
     table = markdown(load_records(tmp_path)).splitlines()
     assert table[0] == "### click"
     assert table[4] == (
-        "| a | lora | m | tallrec | 0.623 [0.500, 0.700] | best | 0.700 | 460,800 | 2.40 | 7.00 | "
+        "| a | lora | m | tallrec | - | 0.623 [0.500, 0.700] | best | 0.700 | 460,800 | 2.40 | 7.00 | "
         "5.10 GiB (process_peak_rss) | 9.0 min | CPU X |"
     )
-    assert table[5].startswith("| b | zero-shot | m | tallrec | 0.623 [0.500, 0.700] | yes |")
+    # Zero-shot is a reference, not a contender: no tie mark.
+    assert table[5].startswith("| b | zero-shot | m | tallrec | - | 0.623 [0.500, 0.700] | - |")
     assert table[6].startswith("| c | broken | - | - | - | - | - | - |")
     assert [line for line in table if "baseline" in line] == [
-        "| baseline: user_history_mean | classical | - | tallrec | 0.811 | - | - | - | - | - | - | - | - |"
+        "| baseline: user_history_mean | classical | - | tallrec | - | 0.811 | - | - | - | - | - | - | - | - |"
     ]
     assert "Runs left out of the plots" not in "\n".join(table)  # only with plots (--out)
 
@@ -100,8 +105,8 @@ def test_a_table_per_task_and_the_mean_over_seeds(tmp_path):
     )  # fmt: skip
     text = markdown(load_records(tmp_path))
     assert "### rating" in text and "test rmse (lower better) [95% CI by user]" in text
-    assert "| baseline: biased_mf | classical | - | per_user, 64 shots | 0.950 | - | 0.750 |" in text
-    assert "| rating | lora | m | per_user, 64 shots | 48 | 3 | 1.100 ± 0.100 (rmse) |" in text
+    assert "| baseline: biased_mf | classical | - | per_user, 64 shots | - | 0.950 | - | 0.750 |" in text
+    assert "| rating | lora | m | per_user, 64 shots | 48x? | 3 | 1.100 ± 0.100 (rmse) |" in text
     assert "standard deviation over seeds; the [95% CI by user] in the tables above" in text
 
 
@@ -127,7 +132,7 @@ def test_failed_runs_are_listed_and_only_seeds_of_one_config_are_averaged(tmp_pa
     }
     (tmp_path / "seed1.json").write_text(json.dumps({**second, "processes": 1}))
     report = markdown(load_records(tmp_path))
-    assert "| click | lora | m | tallrec | None | 2 | 0.623 ± 0.000 (auc) |" in report
+    assert "| click | lora | m | tallrec | 24x? cpu | 2 | 0.623 ± 0.000 (auc) |" in report
 
 
 def test_csv_has_one_flat_row_per_record(tmp_path):
@@ -198,7 +203,7 @@ def test_lr_is_chosen_on_validation_per_seed_and_the_others_are_listed(tmp_path)
     assert "lora: lr chosen on validation from {0.0001, 0.001, 0.01}" in report
     assert "- s0_lr1e-4: lr 0.0001: validation auc 0.6000; chosen s0_lr1e-3 (lr 0.001, 0.7000)" in report
     # The mean over seeds averages the chosen runs of both seeds (0.62 and 0.66), not the rank-16 run.
-    assert "| click | lora | m | tallrec | None | 2 | 0.640 ± 0.028 (auc) |" in report
+    assert "| click | lora | m | tallrec | 24x16 cpu | 2 | 0.640 ± 0.028 (auc) |" in report
     by_name = {row["name"]: row["lr_selection"] for row in csv.DictReader(io.StringIO(results_csv(records)))}
     assert (
         by_name["s0_lr1e-3"] == "chosen on validation" and by_name["s0_lr1e-4"] == "not chosen on validation"
@@ -242,11 +247,12 @@ def test_write_report_plots_csv_and_left_out_runs(tmp_path, capsys):
     records_dir.mkdir()
     no_memory = run(0.66, params={"trainable": 50000})
     del no_memory["memory"]
+    trainer = {"max_steps": 24, "batch_size": 16}
     runs = {
         "lora": run(0.70, params={"trainable": 460800}),
-        "ia3": {**run(0.65, params={"trainable": 57600}), "config": {"seed": 0, "peft": {"ia3": True}}},
-        "nomem": {**no_memory, "config": {"seed": 0, "peft": {"other": True}}},
-        "zero": {**run(0.55, params={"trainable": 0}), "method": "zero-shot", "config": {"seed": 0}},
+        "ia3": {**run(0.65, params={"trainable": 57600}), "config": {"seed": 0, "peft": {"ia3": True}, "trainer": trainer}},
+        "nomem": {**no_memory, "config": {"seed": 0, "peft": {"other": True}, "trainer": trainer}},
+        "zero": {**run(0.55, params={"trainable": 0}), "method": "zero-shot", "steps": 0, "config": {"seed": 0}},
         "crash": {
             "task": "click",
             "method": "lora",
@@ -256,28 +262,72 @@ def test_write_report_plots_csv_and_left_out_runs(tmp_path, capsys):
         },
         "random": {**run(0.9), "split": {"fingerprint": "x", "params": {"protocol": "random"}}},
         "rating": {**run(0.0), "task": "rating", "metrics": {"test": {"rmse": 1.0}}},
-    }
+    }  # fmt: skip
     write(records_dir, runs)
     main([str(records_dir), "--out", str(out)])
     printed = capsys.readouterr().out.split()
+    # One comparison (tallrec split, 24 x 16 on a CPU) has two or more configurations: only it is plotted.
     expected = [
-        f"click_auc_vs_{axis}.png" for axis in ("trainable_params", "train_memory_gib", "train_seconds")
-    ]
-    expected += [
-        f"rating_rmse_vs_{axis}.png" for axis in ("trainable_params", "train_memory_gib", "train_seconds")
+        f"click_auc_vs_{axis}_tallrec_24x16_cpu.png"
+        for axis in ("trainable_params", "train_memory_gib", "train_seconds")
     ]
     assert [p.rsplit("/", 1)[-1] for p in printed] == [*expected, "report.md", "results.csv"]
     for name in expected:
         data = (out / name).read_bytes()
         assert len(data) > 1000 and data[:8] == PNG_SIGNATURE
     report = (out / "report.md").read_text()
-    assert "![click_auc_vs_trainable_params](click_auc_vs_trainable_params.png)" in report
+    assert f"![{expected[0][:-4]}]({expected[0]})" in report
     left = report.split("### Runs left out of the plots", 1)[1]
     assert "- crash: failed: CUDA out of memory" in left
     assert "- nomem: missing memory.train.gib (not on the train_memory_gib plot)" in left
-    assert "- random: split 'random' (the click plots show 'tallrec')" in left
+    assert "- random: the only configuration at split 'random', budget '24x16 cpu'" in left
+    assert "- rating: the only configuration at split 'tallrec', budget '24x16 cpu'" in left
     # Zero-shot is a reference line, the trained runs with all values are points: neither is left out.
     assert "- zero" not in left and "- lora" not in left and "- ia3" not in left
     assert len((out / "results.csv").read_text().splitlines()) == 1 + len(runs)
     assert not list(out.glob(".*.tmp"))  # written through temporary files, none left behind
     assert write_report(load_records(records_dir), out)[-1] == out / "results.csv"
+
+
+def test_runs_of_other_budgets_are_compared_and_plotted_apart(tmp_path):
+    """A 125 x 64 GPU run and a 24 x 16 CPU run of the same split never tie or share a plot."""
+    gpu = {"device": {"name": "H100", "type": "cuda"}, "steps": 125}
+
+    def on_gpu(test_auc, ci, peft):
+        record = run(test_auc, metrics={"test": {"auc": test_auc}, "test_ci95_by_user": {"auc": ci}}, **gpu)
+        record["config"]["trainer"]["batch_size"] = 64
+        record["config"]["peft"] = peft
+        return record
+
+    def on_cpu(test_auc, ci, peft):
+        record = run(
+            test_auc, metrics={"test": {"auc": test_auc}, "test_ci95_by_user": {"auc": ci}}, steps=24
+        )
+        record["config"]["peft"] = peft
+        return record
+
+    runs = {
+        "gpu_lora": on_gpu(0.77, [0.64, 0.87], {"r": 8}),
+        "gpu_ia3": on_gpu(0.74, [0.65, 0.83], {"ia3": True}),
+        "cpu_lora": on_cpu(0.62, [0.54, 0.72], {"r": 8}),
+        "cpu_ia3": on_cpu(0.58, [0.51, 0.66], {"ia3": True}),
+        "cpu_prompt": on_cpu(0.49, [0.40, 0.60], {"prompt": True}),
+    }
+    records = write(tmp_path, runs)
+    # Against all five, cpu_lora would not tie with gpu_lora (0.62 outside [0.64, 0.87], 0.77 outside its CI).
+    assert tie_marks(records) == {
+        "cpu_ia3": "yes",
+        "cpu_lora": "best",
+        "cpu_prompt": "no",
+        "gpu_ia3": "yes",
+        "gpu_lora": "best",
+    }
+    assert "| gpu_lora | lora | m | tallrec | 125x64 cuda | 0.770 [0.640, 0.870] | best |" in markdown(
+        records
+    )
+    names = sorted(path.name for path in write_report(records, tmp_path / "out") if path.suffix == ".png")
+    assert names == sorted(
+        f"click_auc_vs_{axis}_tallrec_{budget}.png"
+        for axis in ("trainable_params", "train_memory_gib", "train_seconds")
+        for budget in ("125x64_cuda", "24x16_cpu")
+    )

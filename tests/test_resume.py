@@ -241,3 +241,35 @@ def test_train_outcome_state_round_trips():
     assert (restored.steps, restored.best_step, restored.epoch, restored.batches_in_epoch) == (7, 5, 1, 3)
     assert restored.throughput.samples == 112 and restored.resumed_from_step == 7
     assert torch.equal(restored.best_state["w"], torch.ones(2))
+
+
+def test_training_without_validation_takes_every_step_and_chooses_no_best():
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    before = model.weight.detach().clone()
+    batches = [{"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4)}] * 3
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        accelerator = Accelerator(cpu=True)
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        outcome = train(
+            model,
+            loss_fn=lambda m, batch: m(batch["input_ids"].float()).sum(),
+            train_loader=loader,
+            validate=None,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+            accelerator=accelerator,
+            settings=TrainSettings(5, 1, 1, None, "auc", True),
+        )
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert (outcome.steps, outcome.epoch) == (5, 1)  # 3 batches an epoch: the second epoch's 2nd batch ends it
+    assert outcome.validations == [] and outcome.best_step is None and outcome.best_state == {}
+    # d(sum(x @ w))/dw = 2 rows x 1 = 2 per input: five SGD steps of 0.1 x 2 each.
+    assert torch.allclose(model.weight.detach(), before - 5 * 0.1 * 2)
+    assert (outcome.throughput.samples, outcome.throughput.tokens) == (10, 40)

@@ -8,8 +8,6 @@ reused (RecBole re-draws negatives and its runs are not comparable). A row's dra
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from peftrec.atomic import staged_file
 from peftrec.data.schema import event_hash
 from peftrec.errors import DataError
 
@@ -165,7 +164,6 @@ def save_candidates(frame: pd.DataFrame, path: str | Path) -> Path:
     if missing:
         raise DataError(f"candidate frame lacks {missing}: save a frame from draw_candidates")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table(
         {
             "user_id": pa.array(frame["user_id"].astype(str).tolist(), type=pa.string()),
@@ -177,15 +175,8 @@ def save_candidates(frame: pd.DataFrame, path: str | Path) -> Path:
         }
     )
     table = table.replace_schema_metadata({FINGERPRINT_KEY: candidates_fingerprint(frame).encode()})
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with staged_file(path) as staging:
         pq.write_table(table, staging)
-        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes it private; candidates are ordinary output
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
     return path
 
 
@@ -244,9 +235,3 @@ def _seen_by_user(
 def _contains(sorted_ids: np.ndarray, k: int) -> bool:
     at = int(np.searchsorted(sorted_ids, k))
     return at < len(sorted_ids) and sorted_ids[at] == k
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
