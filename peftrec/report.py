@@ -566,22 +566,38 @@ def pareto_front(points: list[tuple[float, float]], lower_is_better: bool = Fals
 
 
 def plot_points(runs: Records, x_path: tuple[str, ...], grids: dict[str, tuple[float, ...]]) -> list[Point]:
-    """One point per configuration (``seed_groups``): mean cost and metric over its seeds."""
+    """One point per configuration (``seed_groups``): mean cost and metric over its seeds.
+
+    A point is labelled by its method (and model, when the plot has several); configurations that would
+    share a label add their learning rate when it differs, else a number."""
     models = {record.get("model") for _, record in runs}
-    # Runs of several budgets or devices share a plot: each point then names its own.
-    budgets = {_budget(record) for _, record in runs}
     points = []
     for (_task_name, primary, method, model, *_), members in seed_groups(runs, grids).items():
         values = [_get(record, "metrics", "test", primary) for _, record in members]
         costs = [_get(record, *x_path) for _, record in members]
         label = str(method) + (f" ({model})" if len(models) > 1 else "")
-        label += f" [{_budget(members[0][1])}]" if len(budgets) > 1 else ""
-        label += f" x{len(members)}" if len(members) > 1 else ""
         points.append(
             Point(label, statistics.mean(costs), statistics.mean(values), min(values), max(values),
                   [name for name, _ in members])
         )  # fmt: skip
+    lrs = {name: _get(record, "config", *LR_PATH) for name, record in runs}
+    for same in _by_label(points).values():
+        rates = [lrs[point.runs[0]] for point in same]
+        distinct_lrs = None not in rates and len(set(rates)) == len(same)
+        for i, point in enumerate(same, 1):
+            point.label += f" lr {lrs[point.runs[0]]:g}" if distinct_lrs else f" #{i}"
+    for point in points:
+        seeds = len(point.runs)
+        point.label += f" x{seeds}" if seeds > 1 else ""
     return points
+
+
+def _by_label(points: list[Point]) -> dict[str, list[Point]]:
+    """Labels that two or more points share, with those points."""
+    by_label: dict[str, list[Point]] = defaultdict(list)
+    for point in points:
+        by_label[point.label].append(point)
+    return {label: same for label, same in by_label.items() if len(same) > 1}
 
 
 def reference_lines(group: Records, split: str, primary: str) -> list[tuple[str, float]]:

@@ -11,6 +11,7 @@ from peftrec.report import (
     main,
     markdown,
     pareto_front,
+    plot_points,
     results_csv,
     select_lr,
     tie_marks,
@@ -331,3 +332,24 @@ def test_runs_of_other_budgets_are_compared_and_plotted_apart(tmp_path):
         for axis in ("trainable_params", "train_memory_gib", "train_seconds")
         for budget in ("125x64_cuda", "24x16_cpu")
     )
+
+
+def test_points_that_would_share_a_label_name_their_learning_rate_or_a_number():
+    def lora(auc, lr, dropout=0.05, seed=0):
+        record = run(auc, lr=lr, seed=seed)
+        record["config"]["peft"]["lora_dropout"] = dropout
+        return record
+
+    # Another LoRA setting (no dropout) at another rate is its own configuration, not an LR group.
+    runs = [
+        ("a", lora(0.60, 1e-3)),
+        ("b", lora(0.64, 1e-2, dropout=0.0)),
+        ("b1", lora(0.66, 1e-2, 0.0, seed=1)),
+    ]
+    points = plot_points(runs, ("params", "trainable"), {})
+    assert sorted(p.label for p in points) == ["lora lr 0.001", "lora lr 0.01 x2"]
+    same_rate = [("a", lora(0.60, 1e-3)), ("b", lora(0.64, 1e-3, dropout=0.0))]
+    assert sorted(p.label for p in plot_points(same_rate, ("params", "trainable"), {})) == [
+        "lora #1",
+        "lora #2",
+    ]

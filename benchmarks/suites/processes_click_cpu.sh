@@ -5,7 +5,7 @@
 #   1000-example test set. Once with the recipe's LoRA dropout (0.05), once without: without dropout the two
 #   runs compute the same thing and must agree up to float summation order.
 # Usage: bash benchmarks/suites/processes_click_cpu.sh
-# Records: benchmarks/results/click_ml100k-tallrec_smollm2-135m_lora_24x16_seed0_cpu-{1,2}proc[-nodropout].json
+# Records: benchmarks/results/processes/click_ml100k-tallrec_smollm2-135m_lora_24x16_seed0_cpu-{1,2}proc[-nodropout].json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cores=$(nproc)
@@ -19,7 +19,7 @@ for dropout in 0.05 0; do
     OMP_NUM_THREADS=$(( cores / 2 > 0 ? cores / 2 : 1 )) ACCELERATE_USE_CPU=1 \
         torchrun --standalone --nproc_per_node 2 -m peftrec recipe=lora_click trainer.max_steps=24 \
         trainer.eval_every=24 "peft.lora_dropout=${dropout}" "hydra.run.dir=${two}"
-    cp "${one}/result.json" "benchmarks/results/click_ml100k-tallrec_smollm2-135m_lora_24x16_seed0_cpu-1proc${suffix}.json"
-    cp "${two}/result.json" "benchmarks/results/click_ml100k-tallrec_smollm2-135m_lora_24x16_seed0_cpu-2proc${suffix}.json"
+    cp "${one}/result.json" "benchmarks/results/processes/click_ml100k-tallrec_smollm2-135m_lora_24x16_seed0_cpu-1proc${suffix}.json"
+    cp "${two}/result.json" "benchmarks/results/processes/click_ml100k-tallrec_smollm2-135m_lora_24x16_seed0_cpu-2proc${suffix}.json"
 done
-python -m peftrec.report benchmarks/results
+python -m peftrec.report benchmarks/results/processes
