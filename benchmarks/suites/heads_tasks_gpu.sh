@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 common=(trainer.max_steps=125 trainer.batch_size=64 trainer.eval_every=25 trainer.checkpoint_every=0 seed=0,1,2)
 declare -A grid=(
-    [lora]=1e-4,3e-4,1e-3 [adalora]=3e-4,1e-3,3e-3 [ia3]=1e-3,3e-3,1e-2 [adapter]=1e-4,3e-4,1e-3
+    [lora]=1e-4,3e-4,1e-3 [adalora]=1e-3,3e-3,1e-2 [ia3]=1e-3,3e-3,1e-2 [adapter]=1e-4,3e-4,1e-3
     [prefix]=3e-3,1e-2,3e-2 [prompt_tuning]=1e-2,3e-2,1e-1 [qlora]=1e-4,3e-4,1e-3
 )
 # The task recipes (lora_<task>) choose task, data and split; `peft=` swaps the head (QLoRA also stores the
