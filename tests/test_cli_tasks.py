@@ -207,4 +207,5 @@ def test_few_shot_sweep_over_seeds_reports_mean_and_std(tiny_model_dir, toy_csv,
     ).stdout
     aucs = [r["metrics"]["test"]["auc"] for r in results]
     expected = f"{statistics.mean(aucs):.3f} ± {statistics.stdev(aucs):.3f} (auc)"
-    assert f"| click | lora | {tiny_model_dir} | full, 16 shots | 3 | 3 | {expected} |" in report
+    budget = f"3x{results[0]['config']['trainer']['batch_size']} {results[0]['device']['type']}"  # steps x batch
+    assert f"| click | lora | {tiny_model_dir} | full, 16 shots | {budget} | 3 | {expected} |" in report
