@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import datasets
 import numpy as np
@@ -102,6 +103,11 @@ def tokenize_with_targets(
     )
 
 
+def model_columns(dataset: datasets.Dataset) -> datasets.Dataset:
+    """The dataset formatted to yield only the columns the collator turns into tensors."""
+    return dataset.with_format(columns=[c for c in MODEL_COLUMNS if c in dataset.column_names])
+
+
 class LongestFirstSampler(Sampler[int]):
     """Evaluation order: longest rows first, so each batch pads little and a too-large batch fails at once."""
 
@@ -137,6 +143,17 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
+def padding_collator(
+    dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, **padding: Any
+) -> DataCollatorWithPadding | DataCollatorForSeq2Seq:
+    """The collator for a tokenized dataset: token-level labels (next-item titles) are padded with -100
+    like the inputs; one label per row is not padded. ``padding``: the collators' padding arguments."""
+    token_labels = "labels" in dataset.column_names and isinstance(dataset[0]["labels"], list)
+    if token_labels:
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, **padding)
+    return DataCollatorWithPadding(tokenizer, **padding)
+
+
 def make_loader(
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -167,19 +184,11 @@ def make_loader(
         sampler: Sampler[int] = EpochLengthGroupedSampler(batch_size, lengths, seed)
     else:
         sampler = LongestFirstSampler(lengths)
-    columns = [c for c in MODEL_COLUMNS if c in dataset.column_names]
-    # Token-level labels (next-item titles) are padded with -100 like the inputs; one label per row is not.
-    token_labels = "labels" in dataset.column_names and isinstance(dataset[0]["labels"], list)
-    collator = (
-        DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, label_pad_token_id=-100)
-        if token_labels
-        else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-    )
     return DataLoader(
-        dataset.with_format(columns=columns),
+        model_columns(dataset),
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=collator,
+        collate_fn=padding_collator(dataset, tokenizer, pad_to_multiple_of=8),
         num_workers=num_workers,
         drop_last=False,
         # Its own generator: starting an epoch then draws the worker seed from it, not from the global

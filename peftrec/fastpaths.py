@@ -49,11 +49,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, get_scheduler
+from transformers import get_scheduler
 
 from peftrec import metrics as metric_lib
 from peftrec.assets import resolve_model
-from peftrec.batching import MODEL_COLUMNS, make_loader
+from peftrec.batching import make_loader, model_columns, padding_collator
 from peftrec.errors import PeftrecError
 from peftrec.flops import mfu, model_shape, throughput_mfu
 from peftrec.methods import apply_head, runtime_head_values
@@ -70,7 +70,7 @@ from peftrec.run import (
     use_cpu,
     with_ranking_inputs,
 )
-from peftrec.train import Throughput, TrainSettings, predict, train
+from peftrec.train import Throughput, TrainSettings, logit_positions, predict, train
 
 log = logging.getLogger("peftrec.fastpaths")
 
@@ -167,19 +167,13 @@ def variant_loader(
     """Length-grouped loader (the product's) or shuffled fixed-length batches (the baseline's)."""
     if variant.padding == "grouped":
         return make_loader(dataset, tokenizer, batch_size=batch_size, train=True, seed=seed)
-    token_labels = isinstance(dataset[0]["labels"], list)
-    padding = {"padding": "max_length", "max_length": fixed_length(dataset)}
-    collator = (
-        DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, **padding)
-        if token_labels
-        else DataCollatorWithPadding(tokenizer, **padding)
-    )
-    columns = [c for c in MODEL_COLUMNS if c in dataset.column_names]
     return DataLoader(
-        dataset.with_format(columns=columns),
+        model_columns(dataset),
         batch_size=batch_size,
         sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
-        collate_fn=collator,
+        collate_fn=padding_collator(
+            dataset, tokenizer, padding="max_length", max_length=fixed_length(dataset)
+        ),
         drop_last=False,
     )
 
@@ -200,12 +194,8 @@ def logged(loss_fn: Callable, steps: StepLog, full_lm: bool) -> Callable:
         steps.rows.append(rows)
         steps.tokens.append(tokens)
         steps.padded_tokens.append(rows * length)
-        if full_lm:
-            steps.logit_positions.append(tokens)
-        elif batch["labels"].dim() == 2:
-            steps.logit_positions.append(int((batch["labels"] != -100).sum()))
-        else:
-            steps.logit_positions.append(rows)
+        # The HF loss reads the vocabulary logits at every real position.
+        steps.logit_positions.append(tokens if full_lm else logit_positions(batch))
         return loss_fn(model, batch)
 
     return wrapped
@@ -532,7 +522,7 @@ def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
         if variant.name == "fast":
             evaluation = (
                 bench.beam_search_evaluation(model)
-                if cfg.task.name == "generative" and cfg.task.get("ranking") == "catalog"
+                if bench.task.scores_by_search
                 else bench.label_evaluation(model)
             )
         del model

@@ -117,6 +117,7 @@ class MemoryMonitor:
         self.device = device
         self.allocated: list[int] = []
         self.reserved: list[int] = []
+        self.process = psutil.Process()
         reset_peak_memory(device)
 
     def step(self) -> None:
@@ -126,7 +127,7 @@ class MemoryMonitor:
             self.reserved.append(torch.cuda.max_memory_reserved(self.device))
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self.allocated.append(psutil.Process().memory_info().rss)
+            self.allocated.append(self.process.memory_info().rss)
 
     def summary(self) -> dict[str, Any]:
         """:func:`peak_memory`'s fields over the phase, plus ``average_gib`` (the mean step) and ``steps``."""

@@ -232,7 +232,7 @@ def run(cfg: DictConfig) -> float:
         )
         values = metric_lib.compute(metric_names, **task.metric_inputs(examples[name], outputs))
         # Beam search's steps are not one forward per row, so its MFU would be guessed: left out.
-        eval_mfu = None if task.name == "generative" and cfg.task.get("ranking") == "catalog" else mfu_of(speed)
+        eval_mfu = None if task.scores_by_search else mfu_of(speed)
         return values, outputs, {**speed.as_dict("eval"), "eval_mfu": eval_mfu}
 
     def mfu_of(speed: Throughput, training: bool = False) -> float | None:

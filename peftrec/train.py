@@ -43,12 +43,9 @@ class Throughput:
     logit_positions: int = 0
 
     def add(self, batch: Batch) -> None:
-        rows = int(batch["input_ids"].shape[0])
-        self.samples += rows
+        self.samples += int(batch["input_ids"].shape[0])
         self.tokens += int(batch["attention_mask"].sum())
-        labels = batch.get("labels")
-        token_labels = labels is not None and labels.dim() == 2
-        self.logit_positions += int((labels != -100).sum()) if token_labels else rows
+        self.logit_positions += logit_positions(batch)
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         rate = (lambda n: n / self.seconds) if self.seconds > 0 else (lambda n: float("nan"))
@@ -133,6 +130,15 @@ class CheckpointPlan:
     save: Callable[[int], Any]
     resume_from: Any = None
     state_objects: list = field(default_factory=list)
+
+
+def logit_positions(batch: Batch) -> int:
+    """Positions whose logits a task's loss or score reads: the labelled tokens of token-level targets
+    (next-item titles), else one per row (the label word at the last position)."""
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() == 2:
+        return int((labels != -100).sum())
+    return int(batch["input_ids"].shape[0])
 
 
 def over_all_processes(throughput: Throughput, accelerator: Accelerator) -> Throughput:

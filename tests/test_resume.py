@@ -117,12 +117,16 @@ def test_resume_auto_starts_afresh_without_a_checkpoint_and_ignores_finished_run
 ):
     steps = ("trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3")
     first = tmp_path / "outputs" / "first"
-    proc = peftrec(*toy_overrides(tiny_model_dir, toy_csv, first, *steps, "trainer.resume=auto"), cwd=tmp_path)
+    proc = peftrec(
+        *toy_overrides(tiny_model_dir, toy_csv, first, *steps, "trainer.resume=auto"), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((first / "result.json").read_text())["resumed_from"] is None
     # The first run finished: a second auto run of the same config does not "resume" it.
     second = tmp_path / "outputs" / "second"
-    proc = peftrec(*toy_overrides(tiny_model_dir, toy_csv, second, *steps, "trainer.resume=auto"), cwd=tmp_path)
+    proc = peftrec(
+        *toy_overrides(tiny_model_dir, toy_csv, second, *steps, "trainer.resume=auto"), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((second / "result.json").read_text())["resumed_from"] is None
 
@@ -132,7 +136,9 @@ def test_resume_from_a_checkpoint_of_another_config_is_refused(tiny_model_dir, t
     steps = ("trainer.max_steps=4", "trainer.eval_every=2")
     proc = peftrec(*toy_overrides(tiny_model_dir, toy_csv, first, *steps), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    other = toy_overrides(tiny_model_dir, toy_csv, tmp_path / "other", *steps, "peft.r=4", f"trainer.resume={first}")
+    other = toy_overrides(
+        tiny_model_dir, toy_csv, tmp_path / "other", *steps, "peft.r=4", f"trainer.resume={first}"
+    )
     proc = peftrec(*other, cwd=tmp_path)
     assert proc.returncode == 2
     assert "was written by a different config" in proc.stderr and "peftrec: error:" in proc.stderr
@@ -163,11 +169,20 @@ def test_a_diverging_loss_stops_with_a_failed_record_and_keeps_the_last_checkpoi
 
 
 def test_fingerprint_ignores_only_checkpoint_and_resume_keys():
-    base = {"model": {"name": "m"}, "trainer": {"lr": 1e-3, "resume": None, "checkpoint_every": 50}, "seed": 0}
-    same = {**base, "trainer": {**base["trainer"], "resume": "auto", "checkpoint_every": 10, "keep_checkpoints": 5}}
+    base = {
+        "model": {"name": "m"},
+        "trainer": {"lr": 1e-3, "resume": None, "checkpoint_every": 50},
+        "seed": 0,
+    }
+    same = {
+        **base,
+        "trainer": {**base["trainer"], "resume": "auto", "checkpoint_every": 10, "keep_checkpoints": 5},
+    }
     assert config_fingerprint(base) == config_fingerprint(same)
     assert config_fingerprint(base) != config_fingerprint({**base, "seed": 1})
-    assert config_fingerprint(base) != config_fingerprint({**base, "trainer": {**base["trainer"], "lr": 2e-3}})
+    assert config_fingerprint(base) != config_fingerprint(
+        {**base, "trainer": {**base["trainer"], "lr": 2e-3}}
+    )
 
 
 def test_find_checkpoint_follows_the_resume_setting(tmp_path):
@@ -198,34 +213,46 @@ def test_find_checkpoint_follows_the_resume_setting(tmp_path):
     assert find_checkpoint(None, run, "abc") is None and find_checkpoint("auto", sibling, "abc") is None
 
 
-def test_out_of_memory_in_training_names_the_knobs():
+def train_on_cpu(model, batches, loss_fn, optimizer, settings, validate):
+    """Run ``train`` in a fresh CPU Accelerator (its global state is reset afterwards)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    try:
+        accelerator = Accelerator(cpu=True)
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        return train(
+            model,
+            loss_fn=loss_fn,
+            train_loader=loader,
+            validate=validate,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+            accelerator=accelerator,
+            settings=settings,
+        )
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_out_of_memory_in_training_names_the_knobs():
     model = torch.nn.Linear(4, 1)
     batches = [{"input_ids": torch.zeros(8, 137, dtype=torch.long), "attention_mask": torch.ones(8, 137)}]
-    loader = torch.utils.data.DataLoader(batches, batch_size=None)
 
     def loss_fn(model, batch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     optimizer = torch.optim.AdamW(model.parameters())
-    try:
-        accelerator = Accelerator(cpu=True)
-        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-        with pytest.raises(PeftrecError) as caught:
-            train(
-                model,
-                loss_fn=loss_fn,
-                train_loader=loader,
-                validate=lambda: {"auc": 0.5},
-                optimizer=optimizer,
-                scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-                accelerator=accelerator,
-                settings=TrainSettings(2, 1, 1, None, "auc", True),
-            )
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(PeftrecError) as caught:
+        train_on_cpu(
+            model,
+            batches,
+            loss_fn,
+            optimizer,
+            TrainSettings(2, 1, 1, None, "auc", True),
+            lambda: {"auc": 0.5},
+        )
     message = str(caught.value)
     assert "out of memory during training on a batch of 8 rows x 137 tokens" in message
     for knob in ("trainer.batch_size", "trainer.grad_accum", "model.gradient_checkpointing=true", "4bit"):
@@ -244,31 +271,22 @@ def test_train_outcome_state_round_trips():
 
 
 def test_training_without_validation_takes_every_step_and_chooses_no_best():
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     before = model.weight.detach().clone()
     batches = [{"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4)}] * 3
-    loader = torch.utils.data.DataLoader(batches, batch_size=None)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    try:
-        accelerator = Accelerator(cpu=True)
-        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-        outcome = train(
-            model,
-            loss_fn=lambda m, batch: m(batch["input_ids"].float()).sum(),
-            train_loader=loader,
-            validate=None,
-            optimizer=optimizer,
-            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-            accelerator=accelerator,
-            settings=TrainSettings(5, 1, 1, None, "auc", True),
-        )
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    assert (outcome.steps, outcome.epoch) == (5, 1)  # 3 batches an epoch: the second epoch's 2nd batch ends it
+    outcome = train_on_cpu(
+        model,
+        batches,
+        lambda m, batch: m(batch["input_ids"].float()).sum(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        TrainSettings(5, 1, 1, None, "auc", True),
+        validate=None,
+    )
+    assert (outcome.steps, outcome.epoch) == (
+        5,
+        1,
+    )  # 3 batches an epoch: the second epoch's 2nd batch ends it
     assert outcome.validations == [] and outcome.best_step is None and outcome.best_state == {}
     # d(sum(x @ w))/dw = 2 rows x 1 = 2 per input: five SGD steps of 0.1 x 2 each.
     assert torch.allclose(model.weight.detach(), before - 5 * 0.1 * 2)

@@ -77,6 +77,8 @@ class NextItemTask:
         self.prompt = prompt
         self.chat = prompt.uses_chat(tokenizer)
         self.ranking = ranking
+        # A catalog is ranked by beam search (many forward passes per row); candidates by one forward pass.
+        self.scores_by_search = ranking == "catalog"
         self.top_k = top_k
         self.num_beams = num_beams or top_k
         if self.num_beams < top_k:

@@ -35,6 +35,8 @@ class LabelWordTask:
     """
 
     name = "label"
+    # Scoring is one forward pass per row (see NextItemTask: a catalog beam search is not).
+    scores_by_search = False
 
     def __init__(
         self,
