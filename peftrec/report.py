@@ -2,8 +2,8 @@
 
 Without ``--out`` it prints Markdown: one table per task with its primary test metric (click: AUC,
 rating: RMSE, next item: NDCG@10) and a second one, the classical baselines once per distinct split,
-and, where several seeds ran the same configuration (few-shot sweeps), their mean and standard
-deviation. With ``--out DIR`` it writes ``DIR/report.md`` (the same Markdown, with links to the plots
+a table of every configuration against every task per training budget, and, where several seeds ran
+the same configuration, their mean and standard deviation. With ``--out DIR`` it writes ``DIR/report.md`` (the same Markdown, with links to the plots
 and the runs left out of them), ``DIR/results.csv`` (one flat row per run record) and PNG plots, each
 file through a temporary file and ``os.replace``. Tables are derived from the records, never edited by
 hand. A record with missing fields is still listed, with ``-`` where a value is missing.
@@ -17,6 +17,13 @@ Rules the report applies, so that its numbers can be read without the code:
 - Comparisons: runs are compared only with runs of the same task, split (and test rows) and training
   budget (steps x batch on one kind of device, e.g. ``125x64 cuda``): a 24-step CPU run and a 125-step
   GPU run answer different questions, and their times and memory are not on one scale.
+- Same configuration: two records are one configuration (seeds of it, or learning rates of one grid)
+  when their resolved configs are equal without the seed (and learning rate). A record written before
+  an option existed reads as holding the value listed in ``config_fingerprint.ADDED_OPTIONS``, and
+  ``task.baselines`` is ignored; any other difference makes another configuration.
+- Every configuration x task: per budget, a table with a row per method, model and learning rate and a
+  column per task and split, each cell the mean ± standard deviation over seeds (or one run's value and
+  interval), zero-shot runs last.
 - Ties: a run "ties with the best" trained run of its comparison (best primary test metric, baselines
   and zero-shot aside) when the best's value lies within this run's 95% interval by user, or this
   run's value within the best's; ``-`` when neither interval is recorded (and for zero-shot runs).
@@ -43,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from peftrec.atomic import write_bytes_atomic
-from peftrec.config_fingerprint import config_fingerprint
+from peftrec.config_fingerprint import config_fingerprint, with_added_options
 
 # task -> (primary metric, secondary metric); a lower-is-better metric is marked in its header.
 METRICS = {"click": ("auc", "logloss"), "rating": ("rmse", "mae"), "generative": ("ndcg@10", "hit@10")}
@@ -144,6 +151,14 @@ def _without(config: dict[str, Any], *paths: tuple[str, ...]) -> dict[str, Any]:
     return config
 
 
+def comparable_fingerprint(config: dict[str, Any], *drop: tuple[str, ...]) -> str:
+    """The config's fingerprint without the ``drop`` paths, for grouping records written by different
+    versions of the code: options added since are filled in at the value that reproduces the earlier
+    behaviour (``ADDED_OPTIONS``), and ``task.baselines`` (which classical baselines are computed beside
+    the run) is left out, as it does not change the run's own numbers."""
+    return config_fingerprint(_without(with_added_options(config), *drop, ("task", "baselines")))
+
+
 # --- learning-rate grids -------------------------------------------------------------------------
 
 
@@ -162,17 +177,26 @@ class LrSelection:
     grids: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
-def lr_group_key(record: dict[str, Any]) -> tuple | None:
-    """What runs of one LR group share: their config without seed and learning rate, plus the seed.
-
-    None for a record that cannot be in a grid (no config or no learning rate, baselines only)."""
-    config = record.get("config")
-    if not isinstance(config, dict) or _get(config, *LR_PATH) is None or record.get("method") == "baselines":
-        return None
-    # Process count and split label are outside the config's fingerprint but change the numbers.
-    same = config_fingerprint(_without(config, ("seed",), LR_PATH))
-    seed = record.get("seed", config.get("seed"))
-    return (_task(record), _split_label(record), record.get("processes", 1), same, seed)
+def lr_groups(records: Records) -> list[Records]:
+    """Runs that differ only in the learning rate: same task, split, process count and seed, and
+    configs equal without seed and learning rate (``comparable_fingerprint``). Records without a config
+    or a learning rate (baselines) are in no group."""
+    groups: dict[tuple, Records] = defaultdict(list)
+    for name, record in records:
+        config = record.get("config")
+        if (
+            not isinstance(config, dict)
+            or _get(config, *LR_PATH) is None
+            or record.get("method") == "baselines"
+        ):
+            continue
+        # Process count and split label are outside the config but change the numbers.
+        same = comparable_fingerprint(config, ("seed",), LR_PATH)
+        seed = record.get("seed", config.get("seed"))
+        groups[(_task(record), _split_label(record), record.get("processes", 1), same, seed)].append(
+            (name, record)
+        )
+    return list(groups.values())
 
 
 def _validation(record: dict[str, Any]) -> tuple[str, float | None]:
@@ -198,14 +222,9 @@ def select_lr(records: Records) -> LrSelection:
 
     Failed runs stay (they are reported as failed); a group where no run has a validation value keeps
     all its runs, as nothing can be chosen."""
-    groups: dict[tuple, Records] = defaultdict(list)
-    for name, record in records:
-        key = lr_group_key(record)
-        if key is not None:
-            groups[key].append((name, record))
     dropped: dict[str, str] = {}
     grids: dict[str, tuple[float, ...]] = {}
-    for members in groups.values():
+    for members in lr_groups(records):
         grid = tuple(sorted({_get(record, "config", *LR_PATH) for _, record in members}))
         chosen = _choose(members) if len(grid) > 1 else None
         if chosen is None:
@@ -356,29 +375,27 @@ def baseline_rows(records: Records, task: str) -> list[list[str]]:
     return rows
 
 
-def seed_key(name: str, record: dict[str, Any], grids: dict[str, tuple[float, ...]]) -> tuple:
-    """What runs of one configuration share: everything but the seed, and the learning rate too when
-    it was chosen on validation (each seed may choose another one from the same grid)."""
-    task = _task(record)
-    grid = grids.get(name)
-    # The same resolved config but the seed (and process count, which the config does not hold); older
-    # records without a config group by what they name.
-    config = record.get("config")
-    drop = [("seed",), LR_PATH] if grid else [("seed",)]
-    same_config = config_fingerprint(_without(config, *drop)) if config else record.get("steps")
-    return (task, _primary(task), record.get("method"), record.get("model"), _split_label(record),
-            _budget(record), same_config, grid, record.get("processes", 1))  # fmt: skip
-
-
 def seed_groups(records: Records, grids: dict[str, tuple[float, ...]] | None = None) -> dict[tuple, Records]:
-    """Runs with a primary test value grouped by configuration (``seed_key``); baselines aside."""
+    """Runs with a primary test value grouped by configuration; baselines aside.
+
+    A group's key is ``(task, primary metric, method, model, split, budget, config, grid, processes)``:
+    runs of one configuration share everything but the seed, and the learning rate too when it was
+    chosen on validation (each seed may choose another one from the same grid, ``grid``). ``config`` is
+    the config's ``comparable_fingerprint`` without the seed (older records without a config group by
+    their step count)."""
+    grids = grids or {}
     groups: dict[tuple, Records] = defaultdict(list)
     for name, record in records:
-        if record.get("method") == "baselines":
+        task = _task(record)
+        if record.get("method") == "baselines" or _get(record, "metrics", "test", _primary(task)) is None:
             continue
-        if _get(record, "metrics", "test", _primary(_task(record))) is None:
-            continue
-        groups[seed_key(name, record, grids or {})].append((name, record))
+        grid = grids.get(name)
+        config = record.get("config")
+        drop = [("seed",), LR_PATH] if grid else [("seed",)]
+        same = comparable_fingerprint(config, *drop) if isinstance(config, dict) else record.get("steps")
+        key = (task, _primary(task), record.get("method"), record.get("model"), _split_label(record),
+               _budget(record), same, grid, record.get("processes", 1))  # fmt: skip
+        groups[key].append((name, record))
     return groups
 
 
@@ -405,6 +422,91 @@ def seed_summary(records: Records, grids: dict[str, tuple[float, ...]] | None = 
         "The ± is the standard deviation over seeds; the [95% CI by user] in the tables above resamples the"
         " test users of one run.",
     ]
+
+
+def _device_kind(record: dict[str, Any]) -> str:
+    return str(_get(record, "device", "type") or "-")
+
+
+def _seed_cell(values: list[float], ci: list[float] | None) -> str:
+    """One seed: the value and its 95% interval by user; several: mean ± standard deviation (n seeds)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({len(values)} seeds)"
+
+
+def _lr_label(members: Records, grid: tuple[float, ...] | None) -> str:
+    if grid:
+        return "lr chosen from " + ", ".join(f"{lr:g}" for lr in grid)
+    rates = sorted({_get(record, "config", *LR_PATH) for _, record in members} - {None})
+    return ", ".join(f"lr {lr:g}" for lr in rates)
+
+
+def heads_by_task(records: Records, grids: dict[str, tuple[float, ...]] | None = None) -> list[str]:
+    """Every configuration against every task, one table per training budget.
+
+    A row is a method on a model at a learning rate (or a grid it chose from); a column is a task on
+    one split, headed by its primary test metric. A cell holds the mean over seeds of that
+    configuration (``seed_groups``), or one run's value with its 95% interval by user. Zero-shot runs on
+    the same splits and kind of device close each table, as the untrained reference. A budget with a
+    single configuration gets no table (its task table shows it).
+    """
+    grids = grids or {}
+    # budget -> (method, model, lr label, n) -> (task, primary, split) -> runs; n tells apart two
+    # configurations that would share a row (another process count, another option).
+    tables: dict[str, dict[tuple, dict[tuple, Records]]] = defaultdict(lambda: defaultdict(dict))
+    zero_shot: dict[str, dict[tuple, dict[tuple, Records]]] = defaultdict(lambda: defaultdict(dict))
+    for key, members in sorted(seed_groups(records, grids).items(), key=str):
+        task, primary, method, model, split, budget, _config, grid, _processes = key
+        column = (task, primary, split)
+        first = members[0][1]
+        rows = zero_shot[_device_kind(first)] if first.get("steps") == 0 else tables[budget]
+        lr = "" if first.get("steps") == 0 else _lr_label(members, grid)
+        n = 0
+        while column in rows.get((method, model, lr, n), {}):
+            n += 1
+        rows[(method, model, lr, n)][column] = members
+    out: list[str] = []
+    for budget, rows in sorted(tables.items()):
+        if len(rows) < 2:
+            continue
+        columns_ = sorted({column for cells in rows.values() for column in cells}, key=str)
+        device = budget.rsplit(" ", 1)[-1]
+        references = {
+            row_key: cells
+            for row_key, cells in zero_shot.get(device, {}).items()
+            if any(column in cells for column in columns_)
+        }
+        per_method = defaultdict(int)
+        for method, model, *_ in rows:
+            per_method[(method, model)] += 1
+        header = ["method", "model", "trainable params"]
+        header += [f"{task}: test {primary} ({split})" for task, primary, split in columns_]
+        out += ["", f"#### {budget}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (method, model, lr, n), cells in sorted(rows.items(), key=str) + sorted(
+            references.items(), key=str
+        ):
+            label = str(method)
+            if per_method.get((method, model), 0) > 1:
+                label += f" ({lr})" if lr else ""
+                label += f" (configuration {n + 1})" if n else ""
+            trainable = {_get(r, "params", "trainable") for members in cells.values() for _, r in members}
+            line = [label, str(model), ", ".join(format(t, ",") for t in sorted(trainable - {None})) or "-"]
+            for column in columns_:
+                members = cells.get(column)
+                if not members:
+                    line.append("-")
+                    continue
+                primary = column[1]
+                values = [_get(record, "metrics", "test", primary) for _, record in members]
+                line.append(_seed_cell(values, _get(members[0][1], "metrics", "test_ci95_by_user", primary)))
+            out.append("| " + " | ".join(line) + " |")
+    if out:
+        out += [
+            "",
+            "A cell is the mean ± standard deviation over seeds, or one run's value [95% CI by user].",
+        ]
+    return out
 
 
 def _by_task(records: Records) -> dict[str, Records]:
@@ -461,6 +563,9 @@ def markdown(
             out += ["", *notes]
         for path in (plots or {}).get(task, []):
             out += ["", f"![{Path(path).stem}]({Path(path).name})"]
+    matrix = heads_by_task(selection.kept, selection.grids)
+    if matrix:
+        out += ["", "### every configuration x task, per budget", *matrix]
     summary = seed_summary(selection.kept, selection.grids)
     if summary:
         out += ["", "### mean over seeds", "", *summary]

@@ -4,6 +4,7 @@ import numpy as np
 import peft
 import pytest
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from peftrec.errors import PeftrecError
@@ -339,6 +340,36 @@ def test_a_row_gets_the_same_titles_alone_and_in_a_padded_batch(kind):
         )
         assert ranked == alone
         assert len(ranked) == 4
+
+
+@pytest.mark.parametrize("kind", ["lora", "prefix"])
+def test_a_peft_model_ranks_titles_by_its_own_forward_pass(kind):
+    # Multi-token titles: a head whose cache goes wrong after the first generated token (prefix tuning
+    # on transformers 5.24 with peft 0.21.2) ranks them differently from a plain forward pass.
+    model = peft_variant(kind, initializer_range=0.2)
+    rng = np.random.default_rng(7)
+    catalog = [rng.integers(2, 22, size=3).tolist() for _ in range(12)]
+    trie = CatalogTrie(catalog, eos_token_id=EOS)
+    prompt = [4, 9, 13, 2]
+    ids, mask = right_padded([prompt])
+    (ranked,) = constrained_beam_search(
+        model, ids, mask, trie, num_beams=trie.num_titles, num_return=trie.num_titles, pad_token_id=PAD
+    )
+    scores = title_log_probs(model, prompt, trie)
+    assert ranked == sorted(scores, key=lambda e: -scores[e][0])
+
+
+def test_prefix_generation_is_refused_where_peft_misreads_the_cache(monkeypatch):
+    prefix, lora = peft_variant("prefix"), peft_variant("lora")
+    trie = CatalogTrie(HAND, eos_token_id=EOS)
+    ids, mask = right_padded([[2, 3]])
+    monkeypatch.setattr(transformers, "__version__", "5.24.0")
+    monkeypatch.setattr(peft, "__version__", "0.21.2")
+    with pytest.raises(PeftrecError, match=r"pip install 'transformers<5\.24'"):
+        constrained_beam_search(prefix, ids, mask, trie, num_beams=3, num_return=2, pad_token_id=PAD)
+    assert constrained_beam_search(lora, ids, mask, trie, num_beams=3, num_return=2, pad_token_id=PAD)
+    monkeypatch.setattr(peft, "__version__", "0.22.0")  # a peft that reads the new name is let through
+    assert constrained_beam_search(prefix, ids, mask, trie, num_beams=3, num_return=2, pad_token_id=PAD)
 
 
 def test_search_leaves_the_callers_model_as_it_was():

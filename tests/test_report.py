@@ -353,3 +353,50 @@ def test_points_that_would_share_a_label_name_their_learning_rate_or_a_number():
         "lora #1",
         "lora #2",
     ]
+
+
+def test_options_added_after_a_record_do_not_split_its_seeds(tmp_path):
+    old = run(0.60, seed=0)  # written before trainer.compile and task.baselines existed
+    new = run(0.64, seed=1)
+    new["config"]["trainer"]["compile"] = False  # the value that does what the old code did
+    new["config"]["task"] = {"baselines": ["user_history_mean"]}
+    old["config"]["task"] = {}
+    compiled = run(0.70, seed=2)
+    compiled["config"]["trainer"]["compile"] = True  # another configuration
+    compiled["config"]["task"] = {}
+    report = markdown(write(tmp_path, {"old": old, "new": new, "compiled": compiled}))
+    assert "| click | lora | m | tallrec | 24x16 cpu | 2 | 0.620 ± 0.028 (auc) |" in report
+    assert "| 3 |" not in report
+
+
+def test_every_configuration_against_every_task_per_budget(tmp_path):
+    def task_run(task, metric, value, *, method="lora", seed=0, lr=1e-3, steps=24, ci=None):
+        record = run(0.5, seed=seed, lr=lr, method=method, task=task, steps=steps)
+        record["metrics"] = {"test": {metric: value}, "test_ci95_by_user": {metric: ci} if ci else {}}
+        record["params"] = {"trainable": 0 if steps == 0 else 1000 if method == "lora" else 50}
+        record["config"]["task"] = {"name": task}
+        record["split"] = {"params": {"protocol": "tallrec" if task == "click" else "per_user"}}
+        return record
+
+    runs = {
+        "click_lora_0": task_run("click", "auc", 0.60, seed=0),
+        "click_lora_1": task_run("click", "auc", 0.64, seed=1),
+        "click_ia3": task_run("click", "auc", 0.55, method="ia3", ci=[0.5, 0.6]),
+        "click_ia3_fast": task_run("click", "auc", 0.57, method="ia3", lr=1e-2),
+        "rating_lora": task_run("rating", "rmse", 1.05, ci=[0.95, 1.15]),
+        "click_zero": task_run("click", "auc", 0.52, method="zero-shot", steps=0),
+        "rating_zero": task_run("rating", "rmse", 1.78, method="zero-shot", steps=0),
+        "other_budget": task_run("click", "auc", 0.70, steps=48),  # alone in its budget: no table
+    }
+    lines = markdown(write(tmp_path, runs)).splitlines()
+    start = lines.index("#### 24x16 cpu")
+    assert lines[start + 2 : start + 8] == [
+        "| method | model | trainable params | click: test auc (tallrec) | rating: test rmse (per_user) |",
+        "|---|---|---|---|---|",
+        # ia3 at two learning rates (no validation values, so neither is chosen): two rows, named by lr
+        "| ia3 (lr 0.001) | m | 50 | 0.550 [0.500, 0.600] | - |",
+        "| ia3 (lr 0.01) | m | 50 | 0.570 | - |",
+        "| lora | m | 1,000 | 0.620 ± 0.028 (2 seeds) | 1.050 [0.950, 1.150] |",
+        "| zero-shot | m | 0 | 0.520 | 1.780 |",
+    ]
+    assert "#### 48x16 cpu" not in lines

@@ -26,6 +26,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from peftrec.errors import PeftrecError
+from peftrec.methods.generation_compat import check_multi_step_generation
 from peftrec.methods.virtual_tokens import prepended_tokens
 
 _ROOT = 0
@@ -455,7 +456,8 @@ def constrained_beam_search(
         (less exclusions) has fewer titles.
 
     Raises:
-        PeftrecError: ``num_return`` out of ``1..num_beams``, or a malformed batch.
+        PeftrecError: ``num_return`` out of ``1..num_beams``, a malformed batch, or a head whose
+            generation the installed library versions break (:func:`check_multi_step_generation`).
     """
     if not 1 <= num_return <= num_beams:
         raise PeftrecError(
@@ -466,6 +468,7 @@ def constrained_beam_search(
         raise PeftrecError(
             f"excluded has {len(excluded)} entries for a batch of {batch}: give one per example"
         )
+    check_multi_step_generation(model)
     device = _device_of(model)
     ids, mask = to_left_padding(input_ids.to(device), attention_mask.to(device))
     ids = ids.masked_fill(mask == 0, pad_token_id)
