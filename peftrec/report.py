@@ -3,9 +3,10 @@
 Without ``--out`` it prints Markdown: one table per task with its primary test metric (click: AUC,
 rating: RMSE, next item: NDCG@10) and a second one, the classical baselines once per distinct split,
 a table of every configuration against every task per training budget, and, where several seeds ran
-the same configuration, their mean and standard deviation. With ``--out DIR`` it writes ``DIR/report.md`` (the same Markdown, with links to the plots
-and the runs left out of them), ``DIR/results.csv`` (one flat row per run record) and PNG plots, each
-file through a temporary file and ``os.replace``. Tables are derived from the records, never edited by
+the same configuration, their mean and standard deviation. With ``--out DIR`` it writes
+``DIR/report.md`` (the same Markdown, with links to the plots and the runs left out of them),
+``DIR/results.csv`` (one flat row per run record) and PNG plots, each file through a temporary file
+and ``os.replace``. Tables are derived from the records, never edited by
 hand. A record with missing fields is still listed, with ``-`` where a value is missing.
 
 Rules the report applies, so that its numbers can be read without the code:

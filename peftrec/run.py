@@ -55,6 +55,7 @@ from peftrec.methods import (
     saved_head_summary,
     training_hooks,
 )
+from peftrec.methods.generation_compat import check_multi_step_generation
 from peftrec.models import count_parameters, load_base_model, load_tokenizer, resolve_precision
 from peftrec.record import (
     MemoryMonitor,
@@ -184,6 +185,9 @@ def run(cfg: DictConfig) -> float:
         head_config = build_head_config(cfg.peft, **runtime_values)
         model = apply_head(model, head_config)
         hooks = training_hooks(model)  # e.g. AdaLoRA's rank allocation after every optimizer step
+    if task.scores_by_search:
+        # Before training: the catalog search would otherwise fail only at the first validation.
+        check_multi_step_generation(model)
     trainable, total = count_parameters(model)
     log.info(
         "Parameters: %s trainable of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
