@@ -57,6 +57,7 @@ from peftrec.batching import make_loader, model_columns, padding_collator
 from peftrec.errors import PeftrecError
 from peftrec.flops import mfu, model_shape, throughput_mfu
 from peftrec.methods import apply_head, runtime_head_values
+from peftrec.methods.generation_compat import check_multi_step_generation
 from peftrec.models import load_base_model, load_tokenizer, resolve_precision
 from peftrec.paths import CONF_DIR
 from peftrec.record import MemoryMonitor, device_info, git_commit, package_versions, write_json_atomic
@@ -265,7 +266,11 @@ class Bench:
         values = runtime_head_values(
             OmegaConf.to_container(self.cfg.peft, resolve=True), model_path=self.model_path
         )
-        return apply_head(model, build_head_config(self.cfg.peft, **values))
+        model = apply_head(model, build_head_config(self.cfg.peft, **values))
+        if self.task.scores_by_search:
+            # Before the timed steps: the beam-search evaluation would otherwise fail only after them.
+            check_multi_step_generation(model)
+        return model
 
     def train_variant(self, variant: Variant) -> tuple[dict[str, Any], torch.nn.Module]:
         """Train one variant for warmup + timed steps; measure it; test the head it trained."""

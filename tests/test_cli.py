@@ -26,11 +26,14 @@ from peftrec.tasks.click import ClickPrompt, ClickTask
 REPO = Path(__file__).resolve().parent.parent
 
 
-def peftrec(*overrides: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def peftrec(
+    *overrides: str, cwd: Path, env_extra: dict | None = None, entry: tuple[str, ...] = ("-m", "peftrec")
+) -> subprocess.CompletedProcess:
+    """``python -m peftrec OVERRIDES`` offline with a private cache (``entry``: another way into main)."""
     env = {**os.environ, "PEFTREC_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PEFTREC_CACHE": str(cwd / "cache")}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "peftrec", *overrides],
+        [sys.executable, *entry, *overrides],
         cwd=cwd,
         env=env,
         capture_output=True,

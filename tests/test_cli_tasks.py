@@ -103,6 +103,29 @@ def test_generative_catalog_outputs_are_real_unseen_items(tiny_model_dir, sequen
     assert "popularity" in result["baselines_test"]
 
 
+# The versions generation_compat refuses for prefix tuning, set before peftrec imports anything.
+_BROKEN_PREFIX_GENERATION = (
+    "import sys, peft, transformers; transformers.__version__ = '5.24.0'; peft.__version__ = '0.21.2'; "
+    "from peftrec.__main__ import main; sys.argv[0] = 'peftrec'; main()"
+)
+
+
+def test_prefix_catalog_run_is_refused_before_it_trains_where_generation_is_broken(
+    tiny_model_dir, sequence_csv, tmp_path
+):
+    run_dir = tmp_path / "gen"
+    overrides = toy_overrides(
+        tiny_model_dir, sequence_csv, run_dir, "peft=prefix", "trainer.max_steps=20", "trainer.eval_every=10",
+        "trainer.checkpoint_every=2", "task.top_k=2", "task.num_beams=2", "task.metrics=[hit@1,ndcg@2]",
+        "task.select_metric=ndcg@2", recipe="lora_generative", protocol="per_user",
+    )  # fmt: skip
+    proc = peftrec(*overrides, cwd=tmp_path, entry=("-c", _BROKEN_PREFIX_GENERATION))
+    assert proc.returncode == 2  # peftrec: error: ..., an input error
+    assert "pip install 'transformers<5.24'" in proc.stderr, proc.stderr[-3000:]
+    # Refused before the first step: a run that trained would have checkpointed at step 2.
+    assert (run_dir / ".hydra").is_dir() and not (run_dir / "checkpoints").exists()
+
+
 def test_candidate_ranking_uses_the_same_saved_candidates_for_one_seed(
     tiny_model_dir, sequence_csv, tmp_path
 ):

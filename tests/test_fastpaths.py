@@ -14,6 +14,7 @@ import datasets
 import pytest
 import torch
 from test_cli import toy_overrides
+from test_cli_tasks import sequence_csv  # noqa: F401 - a fixture
 from transformers import AutoTokenizer
 
 from peftrec.batching import tokenize_prompts
@@ -32,10 +33,12 @@ from peftrec.train import Throughput
 TASK = SimpleNamespace(label_ids=[7, 9])  # label 0 -> token 7, label 1 -> token 9
 
 
-def fastpaths(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+def fastpaths(
+    *overrides: str, cwd: Path, entry: tuple[str, ...] = ("-m", "peftrec.fastpaths")
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PEFTREC_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PEFTREC_CACHE": str(cwd / "cache")}
     return subprocess.run(
-        [sys.executable, "-m", "peftrec.fastpaths", *overrides],
+        [sys.executable, *entry, *overrides],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -290,3 +293,29 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
 
     assert "| baseline |" in proc.stdout and "| fast |" in proc.stdout and "| fixed_padding |" in proc.stdout
     assert f"Record: {run_dir / 'fastpaths.json'}" in proc.stdout
+
+
+def test_prefix_beam_search_bench_fails_each_variant_before_timing_where_generation_is_broken(
+    tiny_model_dir, sequence_csv, tmp_path  # noqa: F811 - the imported fixture
+):
+    run_dir = tmp_path / "run"
+    broken = (  # the versions generation_compat refuses for prefix tuning, set before peftrec imports
+        "import sys, peft, transformers; transformers.__version__ = '5.24.0'; peft.__version__ = '0.21.2'; "
+        "from peftrec.fastpaths import main; main()"
+    )
+    proc = fastpaths(
+        *toy_overrides(
+            tiny_model_dir, sequence_csv, run_dir, "peft=prefix", "task.top_k=2", "task.num_beams=2",
+            "task.metrics=[hit@1,ndcg@2]", "task.select_metric=ndcg@2", "fastpaths.batch_size=8",
+            "fastpaths.train_steps=2", "fastpaths.warmup_steps=1", "fastpaths.variants=[fast]",
+            recipe="lora_generative", protocol="per_user",
+        ),
+        cwd=tmp_path,
+        entry=("-c", broken),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]  # a failed variant is recorded, not fatal
+    record = json.loads((run_dir / "fastpaths.json").read_text())
+    fast = record["train"]["fast"]
+    assert "pip install 'transformers<5.24'" in fast["error"] and "train_samples_per_s" not in fast
+    assert record["evaluation"] == {}
+    assert "Training fast:" not in proc.stdout + proc.stderr  # refused before its steps, not after them at the test
