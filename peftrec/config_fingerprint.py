@@ -25,6 +25,8 @@ ADDED_OPTIONS: dict[tuple[str, ...], Any] = {
     ("data", "cold_start"): None,
     ("data", "cold_fraction"): 0.2,  # read only with cold_start
     ("trainer", "compile"): False,
+    ("trainer", "compile_mode"): "default",  # read only with compile
+    ("trainer", "pad_to_multiple_of"): 8,
     ("trainer", "max_test_examples"): None,
 }
 

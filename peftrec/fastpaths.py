@@ -11,8 +11,12 @@ trains the recipe's head several times from the same seed, on the same split and
   label-word logits for click and rating, the title tokens for next-item), length-grouped batches padded
   to their own longest row, SDPA attention.
 - ``full_lm_loss``, ``fixed_padding``, ``eager_attention``: ``fast`` with one part taken back;
-  ``gradient_checkpointing`` and ``compile``: ``fast`` with the knob on; ``fast_large_batch``: ``fast``
-  at ``fastpaths.large_batch_size`` (throughput on a large GPU).
+  ``gradient_checkpointing``: ``fast`` with the knob on;
+- ``compile``: ``fast`` compiled by region (:mod:`peftrec.compiling`, dynamic shapes); ``cuda_graphs``: the
+  same in torch.compile's ``reduce-overhead`` mode (CUDA graphs), batches padded to a multiple of 32 so
+  few shapes are recorded. Steps in which a graph was compiled are left out of the timing and counted;
+- ``<variant>_large_batch``: each of ``fastpaths.large_batch_variants`` again at ``fastpaths.large_batch_size``
+  (throughput on a large GPU).
 
 Every variant runs in the run's precision (bf16 where supported: TALLRec too trained in half precision).
 Each gets samples/s and tokens/s over its timed steps (after ``warmup_steps``), peak and average memory,
@@ -35,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +52,14 @@ from accelerate.utils import set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch._dynamo.utils import counters as dynamo_counters
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import get_scheduler
 
 from peftrec import metrics as metric_lib
 from peftrec.assets import resolve_model
 from peftrec.batching import make_loader, model_columns, padding_collator
+from peftrec.compiling import compile_model
 from peftrec.errors import PeftrecError
 from peftrec.flops import mfu, model_shape, throughput_mfu
 from peftrec.methods import apply_head, runtime_head_values
@@ -86,7 +92,8 @@ class Variant:
         padding: ``grouped`` (length-grouped batches, each padded to its longest row) or ``fixed``.
         attention: ``sdpa`` or ``eager``.
         gradient_checkpointing: recompute activations in the backward pass.
-        compile: ``torch.compile`` the model (dynamic shapes).
+        compile_mode: compile the model by region in this torch.compile mode (None: eager).
+        pad_to_multiple_of: ``grouped`` batches are padded to their longest row rounded up to this.
         batch_size: rows per step (None: ``fastpaths.batch_size``).
     """
 
@@ -95,7 +102,8 @@ class Variant:
     padding: str = "grouped"
     attention: str = "sdpa"
     gradient_checkpointing: bool = False
-    compile: bool = False
+    compile_mode: str | None = None
+    pad_to_multiple_of: int = 8
     batch_size: int | None = None
 
 
@@ -107,34 +115,60 @@ VARIANTS = {
     "fixed_padding": replace(FAST, name="fixed_padding", padding="fixed"),
     "eager_attention": replace(FAST, name="eager_attention", attention="eager"),
     "gradient_checkpointing": replace(FAST, name="gradient_checkpointing", gradient_checkpointing=True),
-    "compile": replace(FAST, name="compile", compile=True),
+    "compile": replace(FAST, name="compile", compile_mode="default"),
+    "cuda_graphs": replace(FAST, name="cuda_graphs", compile_mode="reduce-overhead", pad_to_multiple_of=32),
 }
 
 
 @dataclass
 class StepLog:
-    """Per optimizer step: when it ended, and what its batch held (rows, real and computed tokens)."""
+    """Per optimizer step: when it ended, what its batch held (rows, real and computed tokens), and how
+    many graphs torch.compile traced during it (0 for an eager model)."""
 
     ends: list[float]
     rows: list[int]
     tokens: list[int]
     padded_tokens: list[int]
     logit_positions: list[int]
+    new_graphs: list[int] = field(default_factory=list)
 
     @classmethod
     def empty(cls) -> StepLog:
         return cls([], [], [], [], [])
 
+    def timed_steps(self, warmup: int) -> list[int]:
+        """The steps after the first ``warmup`` >= 1 in which no graph was compiled (each timed from the
+        previous step's end, so the first step is never timed)."""
+        if warmup < 1:
+            return []
+        graphs = self.new_graphs or [0] * len(self.ends)
+        return [i for i in range(warmup, len(self.ends)) if not graphs[i]]
+
     def timed(self, warmup: int) -> Throughput:
-        """Throughput of the steps after ``warmup`` >= 1 (from the end of step ``warmup`` to the last)."""
-        if warmup < 1 or len(self.ends) <= warmup:
-            return Throughput()
+        """Throughput of the steps after ``warmup`` >= 1, less those that compiled a graph."""
+        steps = self.timed_steps(warmup)
         return Throughput(
-            seconds=self.ends[-1] - self.ends[warmup - 1],
-            samples=sum(self.rows[warmup:]),
-            tokens=sum(self.tokens[warmup:]),
-            logit_positions=sum(self.logit_positions[warmup:]),
+            seconds=sum(self.ends[i] - self.ends[i - 1] for i in steps),
+            samples=sum(self.rows[i] for i in steps),
+            tokens=sum(self.tokens[i] for i in steps),
+            logit_positions=sum(self.logit_positions[i] for i in steps),
         )
+
+    def compiling(self, warmup: int) -> dict[str, Any]:
+        """How many graphs were compiled, in how many steps, and the timed steps those cost."""
+        timed = set(self.timed_steps(warmup))
+        return {
+            "graphs_compiled": sum(self.new_graphs),
+            "steps_compiling": sum(1 for n in self.new_graphs if n),
+            "compiling_steps_not_timed": sum(
+                1 for i, n in enumerate(self.new_graphs) if n and i >= warmup and i not in timed
+            ),
+        }
+
+
+def traced_graphs() -> int:
+    """Graphs torch.compile (Dynamo) has traced in this process so far."""
+    return int(dynamo_counters["stats"]["unique_graphs"])
 
 
 def full_lm_dataset(task: Any, dataset: datasets.Dataset) -> datasets.Dataset:
@@ -167,14 +201,19 @@ def variant_loader(
 ) -> DataLoader:
     """Length-grouped loader (the product's) or shuffled fixed-length batches (the baseline's)."""
     if variant.padding == "grouped":
-        return make_loader(dataset, tokenizer, batch_size=batch_size, train=True, seed=seed)
+        return make_loader(
+            dataset,
+            tokenizer,
+            batch_size=batch_size,
+            train=True,
+            seed=seed,
+            pad_to_multiple_of=variant.pad_to_multiple_of,
+        )
     return DataLoader(
         model_columns(dataset),
         batch_size=batch_size,
         sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
-        collate_fn=padding_collator(
-            dataset, tokenizer, padding="max_length", max_length=fixed_length(dataset)
-        ),
+        collate_fn=padding_collator(tokenizer, max_length=fixed_length(dataset)),
         drop_last=False,
     )
 
@@ -283,8 +322,12 @@ class Bench:
         rows = self.full_lm_rows if full_lm else self.train_rows
         loader = variant_loader(rows, self.tokenizer, variant, batch_size=batch_size, seed=self.cfg.seed)
         model = self.model(variant)
-        if variant.compile:
-            model = torch.compile(model, dynamic=True)
+        if variant.compile_mode:
+            # Dynamo caches compiled code per function for the whole process: without a reset, this
+            # variant's layers would recompile against the last variant's entries until they hit
+            # the recompile limit and fall back to eager.
+            torch._dynamo.reset()
+            model = compile_model(model, mode=variant.compile_mode, backend=self.fp.compile_backend)
         optimizer = instantiate(tcfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
         scheduler = get_scheduler(
             tcfg.scheduler,
@@ -294,13 +337,16 @@ class Bench:
         )
         model, optimizer, loader = self.accelerator.prepare(model, optimizer, loader)
         steps = StepLog.empty()
+        graphs = [traced_graphs()]
 
         def step_ended(step: int) -> None:
             synchronize(self.device)
             steps.ends.append(time.perf_counter())
+            graphs.append(traced_graphs())
+            steps.new_graphs.append(graphs[-1] - graphs[-2])
 
         monitor = MemoryMonitor(self.device)
-        shape = model_shape(self.accelerator.unwrap_model(model))
+        shape = model_shape(self.accelerator.unwrap_model(model, keep_torch_compile=False))
         log.info(
             "Training %s: %d + %d steps of %d rows", variant.name, fp.warmup_steps, fp.train_steps, batch_size
         )
@@ -328,8 +374,9 @@ class Bench:
         result = {
             "switches": asdict(variant) | {"batch_size": batch_size},
             "fixed_length": fixed_length(rows) if variant.padding == "fixed" else None,
-            "timed_steps": len(steps.ends) - fp.warmup_steps,
+            "timed_steps": len(steps.timed_steps(fp.warmup_steps)),
             **timed.as_dict("train"),
+            **(steps.compiling(fp.warmup_steps) if variant.compile_mode else {}),
             "computed_tokens_per_sample": round(sum(steps.padded_tokens) / max(sum(steps.rows), 1), 1),
             "real_tokens_per_sample": round(sum(steps.tokens) / max(sum(steps.rows), 1), 1),
             "train_mfu": _round(
@@ -343,9 +390,15 @@ class Bench:
         return result, model
 
     def test_metrics(self, model: torch.nn.Module) -> dict[str, Any]:
-        """The test metrics (and a 95% interval by user) of a trained head, by the product's scorer."""
+        """The test metrics (and a 95% interval by user) of a trained head, by the product's scorer.
+
+        The evaluation speed of a compiled model includes compiling its inference graphs
+        (``eval_graphs_compiled`` says how many)."""
+        before = traced_graphs()
         outputs, speed = self.score(model, self.cfg.trainer.eval_batch_size)
-        return self.metrics(outputs) | speed.as_dict("eval")
+        return (
+            self.metrics(outputs) | speed.as_dict("eval") | {"eval_graphs_compiled": traced_graphs() - before}
+        )
 
     def score(
         self, model: torch.nn.Module, batch_size: int, rows: datasets.Dataset | None = None
@@ -372,12 +425,15 @@ class Bench:
 
     # --- evaluation paths ---------------------------------------------------------------------------
 
-    def label_evaluation(self, model: torch.nn.Module) -> dict[str, Any]:
-        """One forward pass vs generation (TALLRec's evaluation) on the whole test split."""
+    def label_evaluation(self, model: torch.nn.Module, *, warm: bool = False) -> dict[str, Any]:
+        """One forward pass vs generation (TALLRec's evaluation, on the eager model) on the whole test
+        split. ``warm``: score once untimed first, so a compiled model's timing excludes its compiles."""
         batch_size = self.cfg.trainer.eval_batch_size
+        if warm:
+            self.score(model, batch_size)
         single, single_speed = self.score(model, batch_size)
         generated, generated_speed = generation_scores(
-            self.accelerator.unwrap_model(model),
+            self.accelerator.unwrap_model(model, keep_torch_compile=False),
             self.task,
             self.test_rows,
             batch_size=batch_size,
@@ -405,9 +461,12 @@ class Bench:
         rows = self.test_rows.select(range(users))
         batched, batched_speed = self.score(model, self.cfg.trainer.eval_batch_size, rows)
         one_by_one, single_speed = self.score(model, 1, rows)
-        flops_per_user = (
-            counted_flops(lambda: self.score(model, self.cfg.trainer.eval_batch_size, rows)) / users
-        )
+        # One batch: counting runs every op through Python, and beam search is thousands of small ops
+        # (on the H100, counting two batches outlasted the call that timed them).
+        counted = rows.select(range(min(self.cfg.trainer.eval_batch_size, users)))
+        flops_per_user = counted_flops(
+            lambda: self.score(model, self.cfg.trainer.eval_batch_size, counted)
+        ) / len(counted)
         rate = batched_speed.as_dict("eval")["eval_samples_per_s"]
         achieved = mfu(flops_per_user * rate, self.device_name, self.precision)
         return {
@@ -418,7 +477,7 @@ class Bench:
             "one_by_one": {**self.metrics(one_by_one)["metrics"], **single_speed.as_dict("eval")},
             "same_lists": float(np.mean(np.all(batched == one_by_one, axis=1))),
             "speedup": round(rate / single_speed.as_dict("eval")["eval_samples_per_s"], 2),
-            # FLOPs counted by torch.utils.flop_counter over one batched pass (padding included).
+            # FLOPs counted by torch.utils.flop_counter over the first batch (padding included).
             "flops_per_user": flops_per_user,
             "mfu": _round(achieved),
         }
@@ -499,6 +558,25 @@ def ratios(train: Mapping[str, dict[str, Any]], primary: str) -> dict[str, Any]:
     return out
 
 
+def selected_variants(fp: DictConfig) -> list[Variant]:
+    """The variants ``fastpaths.variants`` names, then those of ``fastpaths.large_batch_variants`` again
+    at ``fastpaths.large_batch_size`` (named ``<variant>_large_batch``) when that is set."""
+    names = list(fp.variants) + list(fp.get("large_batch_variants") or [])
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise PeftrecError(
+            f"unknown fast-paths variant(s) {', '.join(unknown)}: fastpaths.variants and "
+            f"fastpaths.large_batch_variants take {', '.join(VARIANTS)}"
+        )
+    variants = [VARIANTS[name] for name in fp.variants]
+    if fp.get("large_batch_size"):
+        variants += [
+            replace(VARIANTS[name], name=f"{name}_large_batch", batch_size=fp.large_batch_size)
+            for name in fp.get("large_batch_variants") or []
+        ]
+    return variants
+
+
 def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
     """Measure every variant in ``fastpaths.variants`` and the evaluation paths; write the record."""
     started = time.perf_counter()
@@ -506,9 +584,8 @@ def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     bench = Bench(cfg)
     primary = cfg.task.select_metric
-    variants = [VARIANTS[name] for name in cfg.fastpaths.variants]
-    if cfg.fastpaths.get("large_batch_size"):
-        variants.append(replace(FAST, name="fast_large_batch", batch_size=cfg.fastpaths.large_batch_size))
+    variants = selected_variants(cfg.fastpaths)
+    evaluated = cfg.fastpaths.get("evaluation_variant", "fast")
     train_results: dict[str, dict[str, Any]] = {}
     evaluation: dict[str, Any] = {}
     for variant in variants:
@@ -524,12 +601,12 @@ def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
             continue
         train_results[variant.name] = result
         log.info("%s: %s", variant.name, _summary(result, primary))
-        if variant.name == "fast":
+        if variant.name == evaluated:
             evaluation = (
                 bench.beam_search_evaluation(model)
                 if bench.task.scores_by_search
-                else bench.label_evaluation(model)
-            )
+                else bench.label_evaluation(model, warm=variant.compile_mode is not None)
+            ) | {"variant": variant.name}
         del model
         release(bench.accelerator, bench.device)
     record = {
@@ -580,6 +657,12 @@ def markdown(record: Mapping[str, Any]) -> str:
             f"{result['memory']['gib']:.2f} | {_x(ratio.get('peak_memory_x'))} | {_pct(result.get('train_mfu'))} | "
             f"{test['metrics'][primary]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + " |"
         )
+    for name, result in record["train"].items():
+        if "graphs_compiled" in result:
+            lines.append(
+                f"\n{name}: {result['graphs_compiled']} graphs compiled in {result['steps_compiling']} steps, "
+                f"{result['compiling_steps_not_timed']} of them left out of the timing."
+            )
     evaluation = record.get("evaluation") or {}
     if "generation" in evaluation:
         one, gen = evaluation["single_forward"], evaluation["generation"]
@@ -587,7 +670,7 @@ def markdown(record: Mapping[str, Any]) -> str:
             "",
             f"| evaluation (test, {gen['eval_samples']} rows) | samples/s | test {primary} |",
             "|---|---|---|",
-            f"| one forward pass | {one['eval_samples_per_s']:.1f} | {one[primary]:.4f} |",
+            f"| one forward pass ({evaluation.get('variant', 'fast')}) | {one['eval_samples_per_s']:.1f} | {one[primary]:.4f} |",
             f"| generation ({gen['max_new_tokens']} new tokens, fixed length {gen['fixed_length']}) | "
             f"{gen['eval_samples_per_s']:.1f} | {gen[primary]:.4f} |",
             f"\nOne forward pass is {evaluation['speedup']}x faster; the largest score difference is "

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DataLoaderConfiguration, TorchDynamoPlugin, parse_flag_from_env, set_seed
+from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -33,6 +33,7 @@ from peftrec.checkpoint import (
     save_checkpoint,
 )
 from peftrec.comparisons import baseline_inputs
+from peftrec.compiling import compile_plugin
 from peftrec.config_fingerprint import config_fingerprint
 from peftrec.data import (
     COLD_COLUMN,
@@ -114,8 +115,7 @@ def run(cfg: DictConfig) -> float:
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with="tensorboard",
         project_dir=run_dir,
-        # prepare() compiles the model last; dynamic shapes, as length-grouped batches vary in length.
-        dynamo_plugin=TorchDynamoPlugin(backend="inductor", dynamic=True) if tcfg.get("compile") else None,
+        dynamo_plugin=compile_plugin(tcfg),
     )
     main = accelerator.is_main_process
     if not main:
@@ -195,7 +195,13 @@ def run(cfg: DictConfig) -> float:
 
     # --- train --------------------------------------------------------------------------------
     eval_loader = {
-        name: make_loader(tokenized[name], tokenizer, batch_size=tcfg.eval_batch_size, train=False)
+        name: make_loader(
+            tokenized[name],
+            tokenizer,
+            batch_size=tcfg.eval_batch_size,
+            train=False,
+            pad_to_multiple_of=tcfg.pad_to_multiple_of,
+        )
         for name in ("validation", "test")
     }
     if training:
@@ -206,6 +212,7 @@ def run(cfg: DictConfig) -> float:
             train=True,
             seed=cfg.seed,
             num_workers=tcfg.num_workers,
+            pad_to_multiple_of=tcfg.pad_to_multiple_of,
         )
         optimizer = instantiate(tcfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
         scheduler = get_scheduler(
@@ -226,7 +233,7 @@ def run(cfg: DictConfig) -> float:
         )
     scorers = {name: task.scorer(examples[name]) for name in ("validation", "test")}
 
-    shape = model_shape(accelerator.unwrap_model(model))
+    shape = model_shape(accelerator.unwrap_model(model, keep_torch_compile=False))
 
     def evaluate(
         name: str, memory: MemoryMonitor | None = None
@@ -252,7 +259,9 @@ def run(cfg: DictConfig) -> float:
 
     def save_best(step: int, metrics: dict) -> None:
         if main:
-            save_head(accelerator.unwrap_model(model), adapter_dir, recipe=recipe_yaml)
+            save_head(
+                accelerator.unwrap_model(model, keep_torch_compile=False), adapter_dir, recipe=recipe_yaml
+            )
 
     resume_from = None
     if training:

@@ -1,8 +1,16 @@
 """Tokenization keeps each prompt's end; loaders pad on the right, little, and cover every row once."""
 
+import pytest
 import torch
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-from peftrec.batching import make_loader, tokenize_prompts
+from peftrec.batching import (
+    make_loader,
+    model_columns,
+    padding_collator,
+    tokenize_prompts,
+    tokenize_with_targets,
+)
 from peftrec.models import load_tokenizer
 
 PROMPTS = ["Good Movie 1", "Good Movie 1, Bad Movie 2, Good Movie 3, Bad Movie 4, Good Movie 5", "Yes", "Bad Movie 7, No"]
@@ -47,3 +55,49 @@ def test_train_loader_is_a_seeded_permutation(tiny_model_dir):
     assert sorted(order(0)) == list(range(20))
     assert order(0) == order(0)
     assert order(0) != order(1)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize(
+    ("token_labels", "padding"),
+    [
+        (False, {"pad_to_multiple_of": 8}),
+        (False, {"pad_to_multiple_of": 64}),
+        (True, {"pad_to_multiple_of": 8}),
+        (False, {"padding": "max_length", "max_length": 40}),
+        (True, {"padding": "max_length", "max_length": 40}),
+    ],
+)
+def test_padding_collator_equals_transformers_collators(tiny_model_dir, side, token_labels, padding):
+    tokenizer = load_tokenizer(tiny_model_dir, max_length=128)
+    tokenizer.padding_side = side
+    if token_labels:  # next-item rows: labels on the target tokens only
+        dataset = tokenize_with_targets(PROMPTS, [[5, 6, 2], [7, 2], [9, 9, 9, 2], [2]], tokenizer)
+        reference = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, **padding)
+    else:
+        dataset = tokenize_prompts(PROMPTS, tokenizer, labels=[1, 0, 1, 0])
+        reference = DataCollatorWithPadding(tokenizer, **padding)
+    rows = [model_columns(dataset)[i] for i in (1, 0, 3, 2)]
+    ours = padding_collator(
+        tokenizer, pad_to_multiple_of=padding.get("pad_to_multiple_of", 1), max_length=padding.get("max_length")
+    )(rows)
+    expected = reference(rows)
+    assert sorted(ours) == sorted(expected)
+    for key, value in expected.items():
+        assert ours[key].dtype == value.dtype == torch.long, key
+        assert torch.equal(ours[key], value), key
+    assert ours["input_ids"].shape[1] == padding.get("max_length") or ours["input_ids"].shape[1] % padding["pad_to_multiple_of"] == 0
+
+
+def test_loader_pads_to_the_multiple_asked_for(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir, max_length=128)
+    dataset = tokenize_prompts(PROMPTS * 4, tokenizer, labels=[1, 0, 1, 0] * 4)
+    widths = {b["input_ids"].shape[1] for b in make_loader(dataset, tokenizer, batch_size=3, train=True, pad_to_multiple_of=32)}
+    assert widths == {32}  # every row here is shorter than 32 tokens: one shape for the whole epoch
+
+
+def test_fixed_length_collator_refuses_a_longer_row(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir, max_length=128)
+    rows = [model_columns(tokenize_prompts(PROMPTS, tokenizer, labels=[1, 0, 1, 0]))[1]]
+    with pytest.raises(ValueError, match="does not fit the fixed length 8"):
+        padding_collator(tokenizer, max_length=8)(rows)

@@ -16,9 +16,11 @@ import pytest
 import torch
 import yaml
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from peftrec.batching import make_loader
+from peftrec.checkpoint import HEAD_FILE
 from peftrec.data import ClickSplit, load_tabular
 from peftrec.models import load_tokenizer
 from peftrec.tasks.click import ClickPrompt, ClickTask
@@ -120,6 +122,13 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
     )
 
     # The saved adapter reproduces the recorded test scores exactly: save -> load -> same outputs.
+    assert_adapter_reproduces_test_scores(run_dir, tiny_model_dir, toy_csv, result, rtol=1e-5, atol=1e-6)
+
+
+def assert_adapter_reproduces_test_scores(
+    run_dir: Path, model_dir: Path, toy_csv: tuple[Path, Path], result: dict, *, rtol: float, atol: float
+) -> None:
+    """The run's saved adapter, loaded into the eager base model, gives the test scores the run recorded."""
     split = ClickSplit.load(run_dir / "split")
     inter, items = toy_csv
     data = load_tabular(
@@ -128,8 +137,8 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
         columns={"user_id": "user", "item_id": "movie", "rating": "stars", "timestamp": "time"},
         item_columns={"item_id": "movie", "title": "name"},
     )
-    tokenizer = load_tokenizer(tiny_model_dir, max_length=512)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = load_tokenizer(model_dir, max_length=512)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
     model = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
     task = ClickTask(
         tokenizer,
@@ -141,7 +150,48 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
         for batch in loader:
             scores[batch["index"]] = task.scores(model, batch)
     recorded = pd.read_parquet(run_dir / "predictions_test.parquet")["score"].to_numpy()
-    torch.testing.assert_close(scores.double(), torch.tensor(recorded), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores.double(), torch.tensor(recorded), rtol=rtol, atol=atol)
+
+
+def test_compiled_run_trains_checkpoints_and_saves_an_adapter_the_eager_model_loads(
+    tiny_model_dir, toy_csv, tmp_path
+):
+    run_dir = tmp_path / "run"
+    proc = peftrec(
+        *toy_overrides(
+            tiny_model_dir,
+            toy_csv,
+            run_dir,
+            "trainer.max_steps=60",
+            "trainer.eval_every=30",
+            "trainer.batch_size=16",
+            "trainer.optimizer.lr=2e-2",
+            "trainer.compile=true",
+            "trainer.pad_to_multiple_of=32",
+        ),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["config"]["trainer"]["compile"] is True
+    assert result["metrics"]["test"]["auc"] > 0.95
+    # Checkpoints and the adapter name the head's weights as the eager model does (no `_orig_mod.`).
+    checkpoints = sorted((run_dir / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step_0000030", "step_0000060"]
+    head = load_file(checkpoints[-1] / HEAD_FILE)
+    assert head and not any("_orig_mod" in name for name in head)
+    # The eager model with the saved adapter gives the compiled run's test scores (inductor fuses fp32
+    # operations in another order, hence a tolerance).
+    assert_adapter_reproduces_test_scores(run_dir, tiny_model_dir, toy_csv, result, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_compile_mode_lists_the_modes(tiny_model_dir, toy_csv, tmp_path):
+    proc = peftrec(
+        *toy_overrides(tiny_model_dir, toy_csv, tmp_path / "run", "trainer.compile=true", "trainer.compile_mode=fast"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "trainer.compile_mode='fast' is not a torch.compile mode: use one of default, reduce-overhead" in proc.stderr
 
 
 def test_zero_steps_evaluates_the_base_model_zero_shot(tiny_model_dir, toy_csv, tmp_path):

@@ -7,17 +7,20 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_cli import toy_overrides
 from test_cli_tasks import sequence_csv  # noqa: F401 - a fixture
 from transformers import AutoTokenizer
 
 from peftrec.batching import tokenize_prompts
+from peftrec.errors import PeftrecError
 from peftrec.fastpaths import (
     VARIANTS,
     StepLog,
@@ -26,6 +29,7 @@ from peftrec.fastpaths import (
     full_lm_dataset,
     logged,
     ratios,
+    selected_variants,
     variant_loader,
 )
 from peftrec.train import Throughput
@@ -184,6 +188,32 @@ def test_step_log_times_the_steps_after_warmup():
     assert steps.timed(4) == Throughput()  # no step left to time
 
 
+def test_step_log_leaves_the_steps_that_compiled_out_of_the_timing():
+    steps = StepLog(
+        ends=[10.0, 30.0, 30.5, 45.0, 45.5, 46.0],
+        rows=[8, 8, 8, 4, 8, 8],
+        tokens=[80, 80, 80, 40, 80, 80],
+        padded_tokens=[96] * 6,
+        logit_positions=[8] * 6,
+        new_graphs=[12, 4, 0, 6, 0, 0],  # step 1 compiled the backward; step 3 a new batch shape
+    )
+    assert steps.timed_steps(1) == [2, 4, 5]
+    assert steps.timed(1) == Throughput(seconds=1.5, samples=24, tokens=240, logit_positions=24)
+    assert steps.compiling(1) == {"graphs_compiled": 22, "steps_compiling": 3, "compiling_steps_not_timed": 2}
+    assert steps.compiling(4) == {"graphs_compiled": 22, "steps_compiling": 3, "compiling_steps_not_timed": 0}
+
+
+def test_variants_add_the_large_batch_runs_asked_for_and_refuse_unknown_names():
+    fp = OmegaConf.create({"variants": ["baseline", "fast"], "large_batch_size": 256, "large_batch_variants": ["fast", "cuda_graphs"]})
+    variants = selected_variants(fp)
+    assert [v.name for v in variants] == ["baseline", "fast", "fast_large_batch", "cuda_graphs_large_batch"]
+    assert variants[3] == replace(VARIANTS["cuda_graphs"], name="cuda_graphs_large_batch", batch_size=256)
+    assert (variants[3].compile_mode, variants[3].pad_to_multiple_of) == ("reduce-overhead", 32)
+    assert [v.name for v in selected_variants(OmegaConf.merge(fp, {"large_batch_size": None}))] == ["baseline", "fast"]
+    with pytest.raises(PeftrecError, match="unknown fast-paths variant.*compiled.*take baseline, fast"):
+        selected_variants(OmegaConf.merge(fp, {"variants": ["fast", "compiled"]}))
+
+
 def test_logged_records_rows_tokens_and_logit_positions():
     steps = StepLog.empty()
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
@@ -256,7 +286,8 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
         "padding": "grouped",
         "attention": "sdpa",
         "gradient_checkpointing": False,
-        "compile": False,
+        "compile_mode": None,
+        "pad_to_multiple_of": 8,
         "batch_size": 8,
     }
     assert train["fixed_padding"]["switches"]["padding"] == "fixed"
@@ -293,6 +324,41 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
 
     assert "| baseline |" in proc.stdout and "| fast |" in proc.stdout and "| fixed_padding |" in proc.stdout
     assert f"Record: {run_dir / 'fastpaths.json'}" in proc.stdout
+
+
+def test_compile_variant_trains_the_same_head_leaves_compiling_steps_untimed_and_is_evaluated(
+    tiny_model_dir, toy_csv, tmp_path
+):
+    # The eager backend traces the regions as inductor would, without compiling kernels: the compiled
+    # model then runs the very ops of the eager one, so both variants must train the same head.
+    run_dir = tmp_path / "run"
+    proc = fastpaths(
+        *toy_overrides(
+            tiny_model_dir,
+            toy_csv,
+            run_dir,
+            "fastpaths.batch_size=8",
+            "fastpaths.train_steps=4",
+            "fastpaths.warmup_steps=1",
+            "fastpaths.variants=[fast,compile]",
+            "fastpaths.compile_backend=eager",
+            "fastpaths.evaluation_variant=compile",
+        ),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run_dir / "fastpaths.json").read_text())
+    fast, compiled = record["train"]["fast"], record["train"]["compile"]
+    assert "graphs_compiled" not in fast and fast["timed_steps"] == 4
+    assert compiled["switches"]["compile_mode"] == "default"
+    assert compiled["graphs_compiled"] > 0 and compiled["steps_compiling"] >= 1  # the first step compiles
+    assert compiled["timed_steps"] == 4 - compiled["compiling_steps_not_timed"]
+    assert compiled["test"]["metrics"] == fast["test"]["metrics"]
+    assert fast["test"]["eval_graphs_compiled"] == 0 and compiled["test"]["eval_graphs_compiled"] > 0
+    evaluation = record["evaluation"]
+    assert evaluation["variant"] == "compile"
+    assert evaluation["single_forward"]["auc"] == pytest.approx(fast["test"]["metrics"]["auc"], abs=1e-9)
+    assert f"compile: {compiled['graphs_compiled']} graphs compiled in" in proc.stdout
 
 
 def test_prefix_beam_search_bench_fails_each_variant_before_timing_where_generation_is_broken(

@@ -1,6 +1,7 @@
 """How many graphs torch.compile traces for length-grouped LoRA batches (recompiles cost minutes on a GPU).
 
-    python benchmarks/scripts/compile_graphs.py --dynamic true     # also: none (PyTorch's default), false
+    python benchmarks/scripts/compile_graphs.py                    # peftrec's way: by region, dynamic shapes
+    python benchmarks/scripts/compile_graphs.py --whole-model --dynamic true   # also: none (PyTorch's default), false
 
 A tiny random Llama with LoRA on q,v (the shape of peftrec's default head) runs forward and backward on
 batches of 12 lengths between 97 and 210 tokens, padded to a multiple of 8 (as peftrec's collator does),
@@ -16,13 +17,18 @@ from peft import LoraConfig, get_peft_model
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from peftrec.compiling import compile_model
+
 LENGTHS = [97, 105, 113, 121, 130, 140, 151, 163, 170, 185, 199, 210]
 BATCH_SIZES = [16, 16, 7]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dynamic", choices=["none", "true", "false"], default="true")
+    parser.add_argument("--whole-model", action="store_true", help="one torch.compile of the whole model")
+    parser.add_argument(
+        "--dynamic", choices=["none", "true", "false"], default="true", help="with --whole-model"
+    )
     parser.add_argument("--pad-to-multiple-of", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -31,9 +37,11 @@ def main() -> None:
         num_attention_heads=4, num_key_value_heads=2,
     )  # fmt: skip
     model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    compiled = torch.compile(
-        model, backend="eager", dynamic={"none": None, "true": True, "false": False}[args.dynamic]
-    )
+    if args.whole_model:
+        dynamic = {"none": None, "true": True, "false": False}[args.dynamic]
+        compiled = torch.compile(model, backend="eager", dynamic=dynamic)
+    else:
+        compiled = compile_model(model, mode="default", backend="eager")
     multiple = args.pad_to_multiple_of
     for length in LENGTHS:
         for batch_size in BATCH_SIZES:
@@ -45,7 +53,8 @@ def main() -> None:
             out.logits.float().sum().backward()
     stats = counters["stats"]
     print(
-        f"dynamic={args.dynamic} pad_to_multiple_of={multiple}: {len(LENGTHS) * len(BATCH_SIZES)} batches, "
+        f"{f'whole model, dynamic={args.dynamic}' if args.whole_model else 'by region, dynamic'}, "
+        f"pad_to_multiple_of={multiple}: {len(LENGTHS) * len(BATCH_SIZES)} batches, "
         f"{stats.get('unique_graphs', 0)} graphs traced, torch {torch.__version__}"
     )
 
