@@ -78,6 +78,15 @@ def toy_overrides(
 TINY_LORA_PARAMS = (8 * 64 + 64 * 8 + 8 * 64 + 32 * 8) * 2
 
 
+# Enough LoRA training for the toy data's Good/Bad titles to decide the click (test AUC > 0.95).
+LEARNS_THE_TOY_DATA = (
+    "trainer.max_steps=60",
+    "trainer.eval_every=30",
+    "trainer.batch_size=16",
+    "trainer.optimizer.lr=2e-2",
+)
+
+
 def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir, toy_csv, tmp_path):
     run_dir = tmp_path / "run"
     proc = peftrec(
@@ -85,10 +94,7 @@ def test_lora_click_trains_records_and_saves_a_reloadable_adapter(tiny_model_dir
             tiny_model_dir,
             toy_csv,
             run_dir,
-            "trainer.max_steps=60",
-            "trainer.eval_every=30",
-            "trainer.batch_size=16",
-            "trainer.optimizer.lr=2e-2",
+            *LEARNS_THE_TOY_DATA,
         ),
         cwd=tmp_path,
     )
@@ -162,10 +168,7 @@ def test_compiled_run_trains_checkpoints_and_saves_an_adapter_the_eager_model_lo
             tiny_model_dir,
             toy_csv,
             run_dir,
-            "trainer.max_steps=60",
-            "trainer.eval_every=30",
-            "trainer.batch_size=16",
-            "trainer.optimizer.lr=2e-2",
+            *LEARNS_THE_TOY_DATA,
             "trainer.compile=true",
             "trainer.pad_to_multiple_of=32",
         ),
