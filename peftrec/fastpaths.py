@@ -155,14 +155,12 @@ class StepLog:
         )
 
     def compiling(self, warmup: int) -> dict[str, Any]:
-        """How many graphs were compiled, in how many steps, and the timed steps those cost."""
-        timed = set(self.timed_steps(warmup))
+        """How many graphs were compiled, in how many steps, and how many of those steps came after the
+        warmup (and so were left out of :meth:`timed`)."""
         return {
             "graphs_compiled": sum(self.new_graphs),
             "steps_compiling": sum(1 for n in self.new_graphs if n),
-            "compiling_steps_not_timed": sum(
-                1 for i, n in enumerate(self.new_graphs) if n and i >= warmup and i not in timed
-            ),
+            "compiling_steps_not_timed": sum(1 for n in self.new_graphs[warmup:] if n),
         }
 
 
@@ -337,13 +335,15 @@ class Bench:
         )
         model, optimizer, loader = self.accelerator.prepare(model, optimizer, loader)
         steps = StepLog.empty()
-        graphs = [traced_graphs()]
+        graphs_before = traced_graphs()
 
         def step_ended(step: int) -> None:
+            nonlocal graphs_before
             synchronize(self.device)
             steps.ends.append(time.perf_counter())
-            graphs.append(traced_graphs())
-            steps.new_graphs.append(graphs[-1] - graphs[-2])
+            graphs = traced_graphs()
+            steps.new_graphs.append(graphs - graphs_before)
+            graphs_before = graphs
 
         monitor = MemoryMonitor(self.device)
         shape = model_shape(self.accelerator.unwrap_model(model, keep_torch_compile=False))

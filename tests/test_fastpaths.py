@@ -258,22 +258,32 @@ def test_ratios_against_the_baseline_skip_failed_variants():
 # --- end to end ---------------------------------------------------------------------------------------
 
 
-def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, toy_csv, tmp_path):
-    run_dir = tmp_path / "run"
+def toy_click_bench(
+    model_dir: Path, csv: tuple[Path, Path], run_dir: Path, train_steps: int, *extra: str
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m peftrec.fastpaths`` on the toy click data (batches of 8, one warmup step); it must
+    succeed. Returns the process and its record."""
     proc = fastpaths(
         *toy_overrides(
-            tiny_model_dir,
-            toy_csv,
+            model_dir,
+            csv,
             run_dir,
             "fastpaths.batch_size=8",
-            "fastpaths.train_steps=2",
+            f"fastpaths.train_steps={train_steps}",
             "fastpaths.warmup_steps=1",
-            "fastpaths.variants=[baseline,fast,fixed_padding]",
+            *extra,
         ),
-        cwd=tmp_path,
+        cwd=run_dir.parent,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((run_dir / "fastpaths.json").read_text())
+    return proc, json.loads((run_dir / "fastpaths.json").read_text())
+
+
+def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, toy_csv, tmp_path):
+    run_dir = tmp_path / "run"
+    proc, record = toy_click_bench(
+        tiny_model_dir, toy_csv, run_dir, 2, "fastpaths.variants=[baseline,fast,fixed_padding]"
+    )
     assert record["kind"] == "fastpaths" and record["task"] == "click" and record["precision"] == "fp32"
     assert record["recipe"] == "lora_click" and record["primary_metric"] == "auc"
     train = record["train"]
@@ -332,22 +342,15 @@ def test_compile_variant_trains_the_same_head_leaves_compiling_steps_untimed_and
     # The eager backend traces the regions as inductor would, without compiling kernels: the compiled
     # model then runs the very ops of the eager one, so both variants must train the same head.
     run_dir = tmp_path / "run"
-    proc = fastpaths(
-        *toy_overrides(
-            tiny_model_dir,
-            toy_csv,
-            run_dir,
-            "fastpaths.batch_size=8",
-            "fastpaths.train_steps=4",
-            "fastpaths.warmup_steps=1",
-            "fastpaths.variants=[fast,compile]",
-            "fastpaths.compile_backend=eager",
-            "fastpaths.evaluation_variant=compile",
-        ),
-        cwd=tmp_path,
+    proc, record = toy_click_bench(
+        tiny_model_dir,
+        toy_csv,
+        run_dir,
+        4,
+        "fastpaths.variants=[fast,compile]",
+        "fastpaths.compile_backend=eager",
+        "fastpaths.evaluation_variant=compile",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((run_dir / "fastpaths.json").read_text())
     fast, compiled = record["train"]["fast"], record["train"]["compile"]
     assert "graphs_compiled" not in fast and fast["timed_steps"] == 4
     assert compiled["switches"]["compile_mode"] == "default"
