@@ -218,6 +218,7 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     pad_to_multiple_of: int = 8,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Build a loader that pads each batch only to its own longest row (rounded up to a multiple of 8).
 
@@ -233,6 +234,8 @@ def make_loader(
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: round each batch's length up to this; a coarser multiple (32, 64) gives
             ``torch.compile`` fewer shapes to compile and CUDA graphs fewer to record.
+        pin_memory: collate into page-locked memory, so that a GPU copy of the batch can run asynchronously
+            (with Accelerate's ``non_blocking``) while the host goes on.
 
     Returns:
         A DataLoader yielding ``input_ids``, ``attention_mask``, ``index`` and (if present) ``labels``.
@@ -248,6 +251,7 @@ def make_loader(
         sampler=sampler,
         collate_fn=padding_collator(tokenizer, pad_to_multiple_of=pad_to_multiple_of),
         num_workers=num_workers,
+        pin_memory=pin_memory,
         drop_last=False,
         # Its own generator: starting an epoch then draws the worker seed from it, not from the global
         # RNG that dropout uses, so a run resumed mid-epoch sees the same dropout masks.

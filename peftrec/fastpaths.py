@@ -21,7 +21,9 @@ trains the recipe's head several times from the same seed, on the same split and
 Every variant runs in the run's precision (bf16 where supported: TALLRec too trained in half precision).
 Each gets samples/s and tokens/s over its timed steps (after ``warmup_steps``), peak and average memory,
 MFU on a known GPU, and the test metric of the head it trained (the same fast scorer for all), so a fast
-path that loses accuracy shows it.
+path that loses accuracy shows it. The timed window runs as the product loop does: the host waits for the
+GPU only at its edges and where the loop itself reads a device value; on a GPU, ``host_waits`` counts
+those reads per step and names the lines that made them.
 
 Evaluation: label-word tasks are scored by one forward pass (the product's path) and by generation
 (``model.generate`` on left-padded fixed-length batches, reading the first generated token's logits,
@@ -34,11 +36,14 @@ records live in ``benchmarks/fastpaths/``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,7 @@ import hydra
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -122,19 +127,36 @@ VARIANTS = {
 
 @dataclass
 class StepLog:
-    """Per optimizer step: when it ended, what its batch held (rows, real and computed tokens), and how
-    many graphs torch.compile traced during it (0 for an eager model)."""
+    """Per optimizer step: when the host finished it, what its batch held (rows, real and computed tokens),
+    and how many graphs torch.compile traced during it (0 for an eager model).
+
+    The ends are host times, as the training loop runs: the host waits for the device only where the loop
+    does, and at the edges of the timed window (:func:`window_edge`), so the window holds all of its steps'
+    device work. The real tokens and logit positions are counted on the device and read by :meth:`settle`
+    after training, since reading them at each step would make the host wait there.
+    """
 
     ends: list[float]
     rows: list[int]
-    tokens: list[int]
+    tokens: list[int | torch.Tensor]
     padded_tokens: list[int]
-    logit_positions: list[int]
+    logit_positions: list[int | torch.Tensor]
     new_graphs: list[int] = field(default_factory=list)
 
     @classmethod
     def empty(cls) -> StepLog:
         return cls([], [], [], [], [])
+
+    def settle(self) -> None:
+        """Read the counts kept on the device (one transfer)."""
+        kept = [n for n in (*self.tokens, *self.logit_positions) if isinstance(n, torch.Tensor)]
+        read = iter(torch.stack(kept).double().tolist() if kept else [])
+
+        def value(n: int | torch.Tensor) -> int:
+            return round(next(read)) if isinstance(n, torch.Tensor) else n
+
+        self.tokens = [value(n) for n in self.tokens]
+        self.logit_positions = [value(n) for n in self.logit_positions]
 
     def timed_steps(self, warmup: int) -> list[int]:
         """The steps after the first ``warmup`` >= 1 in which no graph was compiled (each timed from the
@@ -195,7 +217,13 @@ def fixed_length(dataset: datasets.Dataset) -> int:
 
 
 def variant_loader(
-    dataset: datasets.Dataset, tokenizer: Any, variant: Variant, *, batch_size: int, seed: int
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    variant: Variant,
+    *,
+    batch_size: int,
+    seed: int,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Length-grouped loader (the product's) or shuffled fixed-length batches (the baseline's)."""
     if variant.padding == "grouped":
@@ -206,6 +234,7 @@ def variant_loader(
             train=True,
             seed=seed,
             pad_to_multiple_of=variant.pad_to_multiple_of,
+            pin_memory=pin_memory,
         )
     return DataLoader(
         model_columns(dataset),
@@ -213,6 +242,7 @@ def variant_loader(
         sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
         collate_fn=padding_collator(tokenizer, max_length=fixed_length(dataset)),
         drop_last=False,
+        pin_memory=pin_memory,
     )
 
 
@@ -228,15 +258,86 @@ def logged(loss_fn: Callable, steps: StepLog, full_lm: bool) -> Callable:
 
     def wrapped(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         rows, length = batch["input_ids"].shape
-        tokens = int(batch["attention_mask"].sum())
+        tokens = batch["attention_mask"].sum()  # read after training (StepLog.settle)
         steps.rows.append(rows)
         steps.tokens.append(tokens)
         steps.padded_tokens.append(rows * length)
         # The HF loss reads the vocabulary logits at every real position.
-        steps.logit_positions.append(tokens if full_lm else logit_positions(batch))
+        labels = batch.get("labels")
+        label_tokens = labels is not None and labels.dim() == 2
+        steps.logit_positions.append(
+            tokens if full_lm else (labels != -100).sum() if label_tokens else logit_positions(batch)
+        )
         return loss_fn(model, batch)
 
     return wrapped
+
+
+SYNC_WARNING = "called a synchronizing CUDA operation"  # torch.cuda's sync debug mode, c10/cuda
+
+
+class HostWaits:
+    """Counts, on a GPU, the operations that made the host wait for the device, by the line of Python that
+    asked for each: ``torch.cuda.set_sync_debug_mode("warn")`` warns at every ``.item()``, ``.cpu()``,
+    ``nonzero`` and the like (not at ``torch.cuda.synchronize``, which the bench calls itself).
+
+    Counting is on between :meth:`start` and :meth:`stop` (the timed window), inside :meth:`recording`;
+    other warnings are shown as usual. Off a GPU nothing is counted.
+    """
+
+    def __init__(self, device: torch.device):
+        self.on_gpu = device.type == "cuda"
+        self.sites: Counter[str] = Counter()
+        self.counting = False
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Route the sync warnings to the count while the block runs (and leave debug mode off after it)."""
+        if not self.on_gpu:
+            yield
+            return
+        show = warnings.showwarning
+
+        def count_or_show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
+            if self.counting and str(message).startswith(SYNC_WARNING):
+                self.sites[f"{Path(filename).name}:{lineno}"] += 1
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("always", message=SYNC_WARNING)
+            warnings.showwarning = count_or_show
+            try:
+                yield
+            finally:
+                self.stop()
+
+    def start(self) -> None:
+        if self.on_gpu:
+            torch.cuda.set_sync_debug_mode("warn")
+            self.counting = True
+
+    def stop(self) -> None:
+        if self.on_gpu:
+            torch.cuda.set_sync_debug_mode(0)
+            self.counting = False
+
+    def summary(self, steps: int) -> dict[str, Any] | None:
+        """Waits per step over ``steps`` counted steps, and the lines that waited most; None off a GPU."""
+        if not self.on_gpu:
+            return None
+        return {
+            "per_step": round(sum(self.sites.values()) / max(steps, 1), 2),
+            "steps_counted": steps,
+            "sites": dict(self.sites.most_common(8)),
+        }
 
 
 def synchronize(device: torch.device) -> None:
@@ -263,7 +364,13 @@ class Bench:
         state = PartialState(cpu=use_cpu())
         self.device = state.device
         self.precision = resolve_precision(cfg.trainer.precision, self.device)
-        self.accelerator = Accelerator(cpu=use_cpu(), mixed_precision=_mixed(self.precision))
+        self.accelerator = Accelerator(
+            cpu=use_cpu(),
+            mixed_precision=_mixed(self.precision),
+            # Pinned batches copied without waiting, as the runner does.
+            dataloader_config=DataLoaderConfiguration(non_blocking=True),
+        )
+        self.pin_memory = self.device.type == "cuda"
         self.device_name = device_info(self.device).get("name")
         data = load_data(cfg.data)
         split = build_split(cfg.data, data, task_name=cfg.task.name, seed=cfg.seed)
@@ -318,7 +425,14 @@ class Bench:
         if full_lm and self.full_lm_rows is None:
             self.full_lm_rows = full_lm_dataset(self.task, self.train_rows)
         rows = self.full_lm_rows if full_lm else self.train_rows
-        loader = variant_loader(rows, self.tokenizer, variant, batch_size=batch_size, seed=self.cfg.seed)
+        loader = variant_loader(
+            rows,
+            self.tokenizer,
+            variant,
+            batch_size=batch_size,
+            seed=self.cfg.seed,
+            pin_memory=self.pin_memory,
+        )
         model = self.model(variant)
         if variant.compile_mode:
             # Dynamo caches compiled code per function for the whole process: without a reset, this
@@ -336,40 +450,50 @@ class Bench:
         model, optimizer, loader = self.accelerator.prepare(model, optimizer, loader)
         steps = StepLog.empty()
         graphs_before = traced_graphs()
+        waits = HostWaits(self.device)
 
         def step_ended(step: int) -> None:
             nonlocal graphs_before
-            synchronize(self.device)
+            if step == steps_total:
+                waits.stop()
+            if step in (fp.warmup_steps, steps_total):
+                # The timed window's edges: it then holds all of its steps' device work. Inside it the host
+                # waits only where the training loop itself does (counted by HostWaits on a GPU).
+                synchronize(self.device)
             steps.ends.append(time.perf_counter())
             graphs = traced_graphs()
             steps.new_graphs.append(graphs - graphs_before)
             graphs_before = graphs
+            if step == fp.warmup_steps:
+                waits.start()
 
         monitor = MemoryMonitor(self.device)
         shape = model_shape(self.accelerator.unwrap_model(model, keep_torch_compile=False))
         log.info(
             "Training %s: %d + %d steps of %d rows", variant.name, fp.warmup_steps, fp.train_steps, batch_size
         )
-        train(
-            model,
-            loss_fn=logged(hf_lm_loss if full_lm else self.task.loss, steps, full_lm),
-            train_loader=loader,
-            validate=None,  # nothing to choose: the last step is tested
-            optimizer=optimizer,
-            scheduler=scheduler,
-            accelerator=self.accelerator,
-            settings=TrainSettings(
-                max_steps=steps_total,
-                eval_every=steps_total,
-                log_every=max(steps_total, 1),
-                max_grad_norm=tcfg.max_grad_norm,
-                select_metric="none",
-                higher_is_better=True,
-            ),
-            after_optimizer_step=step_ended,
-            memory=monitor,
-        )
+        with waits.recording():
+            train(
+                model,
+                loss_fn=logged(hf_lm_loss if full_lm else self.task.loss, steps, full_lm),
+                train_loader=loader,
+                validate=None,  # nothing to choose: the last step is tested
+                optimizer=optimizer,
+                scheduler=scheduler,
+                accelerator=self.accelerator,
+                settings=TrainSettings(
+                    max_steps=steps_total,
+                    eval_every=steps_total,
+                    log_every=tcfg.log_every,  # the product loop's readings
+                    max_grad_norm=tcfg.max_grad_norm,
+                    select_metric="none",
+                    higher_is_better=True,
+                ),
+                after_optimizer_step=step_ended,
+                memory=monitor,
+            )
         memory = monitor.summary()
+        steps.settle()
         timed = steps.timed(fp.warmup_steps)
         result = {
             "switches": asdict(variant) | {"batch_size": batch_size},
@@ -377,6 +501,7 @@ class Bench:
             "timed_steps": len(steps.timed_steps(fp.warmup_steps)),
             **timed.as_dict("train"),
             **(steps.compiling(fp.warmup_steps) if variant.compile_mode else {}),
+            "host_waits": waits.summary(fp.train_steps),
             "computed_tokens_per_sample": round(sum(steps.padded_tokens) / max(sum(steps.rows), 1), 1),
             "real_tokens_per_sample": round(sum(steps.tokens) / max(sum(steps.rows), 1), 1),
             "train_mfu": _round(
@@ -406,7 +531,7 @@ class Bench:
         """Score the test rows with the task's own scorer (one forward pass, or batched beam search)."""
         rows = self.test_rows if rows is None else rows
         loader = self.accelerator.prepare(
-            make_loader(rows, self.tokenizer, batch_size=batch_size, train=False)
+            make_loader(rows, self.tokenizer, batch_size=batch_size, train=False, pin_memory=self.pin_memory)
         )
         test = self.examples["test"].iloc[: len(rows)]
         return predict(model, loader, self.task.scorer(test), self.accelerator, desc="Scoring test")
@@ -662,6 +787,12 @@ def markdown(record: Mapping[str, Any]) -> str:
             lines.append(
                 f"\n{name}: {result['graphs_compiled']} graphs compiled in {result['steps_compiling']} steps, "
                 f"{result['compiling_steps_not_timed']} of them left out of the timing."
+            )
+        if result.get("host_waits"):
+            waits = result["host_waits"]
+            sites = ", ".join(f"{site} ({n})" for site, n in waits["sites"].items()) or "none"
+            lines.append(
+                f"\n{name}: the host waited for the GPU {waits['per_step']} times a timed step: {sites}."
             )
     evaluation = record.get("evaluation") or {}
     if "generation" in evaluation:

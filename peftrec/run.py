@@ -112,7 +112,9 @@ def run(cfg: DictConfig) -> float:
         gradient_accumulation_steps=tcfg.grad_accum,
         # trainer.batch_size is the batch of one optimizer micro-step over all processes: each of N
         # processes takes 1/N of it, so N processes train on the same batches as one.
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # non_blocking with pinned batches (below): the copy to the GPU does not make the host wait for
+        # the device's queued work, so the next batch is collated while the GPU still computes this one.
+        dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=True),
         log_with="tensorboard",
         project_dir=run_dir,
         dynamo_plugin=compile_plugin(tcfg),
@@ -194,6 +196,7 @@ def run(cfg: DictConfig) -> float:
     )
 
     # --- train --------------------------------------------------------------------------------
+    pin_memory = device.type == "cuda"
     eval_loader = {
         name: make_loader(
             tokenized[name],
@@ -201,6 +204,7 @@ def run(cfg: DictConfig) -> float:
             batch_size=tcfg.eval_batch_size,
             train=False,
             pad_to_multiple_of=tcfg.pad_to_multiple_of,
+            pin_memory=pin_memory,
         )
         for name in ("validation", "test")
     }
@@ -213,6 +217,7 @@ def run(cfg: DictConfig) -> float:
             seed=cfg.seed,
             num_workers=tcfg.num_workers,
             pad_to_multiple_of=tcfg.pad_to_multiple_of,
+            pin_memory=pin_memory,
         )
         optimizer = instantiate(tcfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
         scheduler = get_scheduler(

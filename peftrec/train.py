@@ -43,6 +43,7 @@ class Throughput:
     logit_positions: int = 0
 
     def add(self, batch: Batch) -> None:
+        """Count a batch now (reads the device; the loops use :class:`DeviceReadings` instead)."""
         self.samples += int(batch["input_ids"].shape[0])
         self.tokens += int(batch["attention_mask"].sum())
         self.logit_positions += logit_positions(batch)
@@ -130,6 +131,57 @@ class CheckpointPlan:
     save: Callable[[int], Any]
     resume_from: Any = None
     state_objects: list = field(default_factory=list)
+
+
+class DeviceReadings:
+    """Per-batch numbers left on the device until the host needs them: each batch's loss, real tokens and
+    logit positions.
+
+    Reading a value off a GPU makes the host wait for all the work queued before it. Reading each batch's
+    loss and token count as it came made the host wait at every step, so the next batch's collation and
+    kernel launches never overlapped the GPU's work. The loop keeps them as tensors and reads them all in
+    one transfer when it must: to log, validate, checkpoint, and at the end (the way torchtitan and
+    Lightning defer their loss reads).
+    """
+
+    def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        self._steps: list[int] = []
+        self._losses: list[torch.Tensor] = []
+        self._tokens: list[torch.Tensor] = []
+        self._label_positions: list[torch.Tensor] = []
+        self._row_positions = 0
+
+    def add(self, batch: Batch, loss: torch.Tensor | None = None, step: int = 0) -> None:
+        """Keep one batch's counts (and, in training, its loss at ``step``) without reading them."""
+        self._tokens.append(batch["attention_mask"].sum())
+        labels = batch.get("labels")
+        if labels is not None and labels.dim() == 2:
+            self._label_positions.append((labels != -100).sum())
+        else:
+            self._row_positions += int(batch["input_ids"].shape[0])
+        if loss is not None:
+            self._steps.append(step)
+            self._losses.append(loss.detach().reshape(()))
+
+    def read(self) -> tuple[list[tuple[int, float]], int, int]:
+        """Read what was kept since the last read, in one transfer, and forget it.
+
+        Returns:
+            ``(losses, tokens, logit_positions)``: each kept loss with its step, in order; the real
+            tokens and the logit positions of every kept batch.
+        """
+        kept = (self._losses, self._tokens, self._label_positions)
+        parts = [torch.stack(values).double() for values in kept if values]
+        values = torch.cat(parts).tolist() if parts else []
+        n_loss, n_tokens = len(self._losses), len(self._tokens)
+        losses = list(zip(self._steps, values[:n_loss], strict=True))
+        tokens = round(sum(values[n_loss : n_loss + n_tokens]))
+        positions = round(sum(values[n_loss + n_tokens :])) + self._row_positions
+        self._clear()
+        return losses, tokens, positions
 
 
 def logit_positions(batch: Batch) -> int:
@@ -226,6 +278,8 @@ def train(
         unit="step",
         disable=not accelerator.is_main_process,
     )
+    readings = DeviceReadings()
+    shown: dict[str, str] = {}  # the progress bar's loss and speed
     start = time.perf_counter()
     while outcome.steps < settings.max_steps:
         model.train()
@@ -241,8 +295,6 @@ def train(
             outcome.batches_in_epoch += 1
             with accelerator.accumulate(model), _out_of_memory_names_the_knobs("training", batch):
                 loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    raise PeftrecError(_diverged_message(loss.item(), outcome))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and settings.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -251,9 +303,8 @@ def train(
                     # Before zero_grad: AdaLoRA scores its ranks by |weight x gradient|.
                     after_optimizer_step(outcome.steps + 1)
                 optimizer.zero_grad(set_to_none=True)
-            outcome.throughput.add(batch)
-            outcome.running_loss += loss.item()
-            outcome.running_count += 1
+            outcome.throughput.samples += int(batch["input_ids"].shape[0])
+            readings.add(batch, loss, step=outcome.steps + 1)
             if not accelerator.sync_gradients:
                 continue
 
@@ -262,13 +313,24 @@ def train(
                 memory.step()
             outcome.steps += 1
             step = outcome.steps
-            train_seconds = outcome.throughput.seconds + time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{outcome.running_loss / outcome.running_count:.4f}",
-                samples_s=f"{outcome.throughput.samples / max(train_seconds, 1e-9):.1f}",
+            last = step >= settings.max_steps
+            logging_now = step % settings.log_every == 0 or last
+            validating = validate is not None and (step % settings.eval_every == 0 or last)
+            checkpointing = checkpoints is not None and (
+                last or bool(checkpoints.every and step % checkpoints.every == 0)
             )
-            if step % settings.log_every == 0 or step == settings.max_steps:
+            if logging_now or validating or checkpointing:
+                # The host waits for the device here and nowhere else in the step. A loss that is not
+                # finite stops the run before anything is validated or checkpointed after it.
+                _take_readings(readings, outcome)
+            outcome.throughput.seconds += time.perf_counter() - start
+            if outcome.running_count:  # the mean since the last log, as of the last reading
+                shown["loss"] = f"{outcome.running_loss / outcome.running_count:.4f}"
+            shown["samples_s"] = f"{outcome.throughput.samples / max(outcome.throughput.seconds, 1e-9):.1f}"
+            bar.update(1)
+            # refresh=False: update() redraws at its own pace; a redraw each step costs host time.
+            bar.set_postfix(shown, refresh=False)
+            if logging_now:
                 accelerator.log(
                     {
                         "train/loss": outcome.running_loss / outcome.running_count,
@@ -279,15 +341,11 @@ def train(
                 )
                 outcome.running_loss, outcome.running_count = 0.0, 0
 
-            last = step >= settings.max_steps
-            if validate is not None and (step % settings.eval_every == 0 or last):
-                outcome.throughput.seconds += time.perf_counter() - start
+            if validating:
                 _validate(model, validate, accelerator, settings, outcome, on_improve)
-                start = time.perf_counter()
-            if checkpoints is not None and (last or (checkpoints.every and step % checkpoints.every == 0)):
-                outcome.throughput.seconds += time.perf_counter() - start
+            if checkpointing:
                 outcome.last_checkpoint = str(checkpoints.save(step))
-                start = time.perf_counter()
+            start = time.perf_counter()  # logging, validation and checkpoints are not training time
             if last:
                 break
         else:
@@ -295,6 +353,18 @@ def train(
             outcome.batches_in_epoch = 0
     bar.close()
     return outcome
+
+
+def _take_readings(readings: DeviceReadings, outcome: TrainOutcome) -> None:
+    """Read the kept losses and counts into the outcome; stop at the first loss that is not finite."""
+    losses, tokens, positions = readings.read()
+    for step, value in losses:
+        if not math.isfinite(value):
+            raise PeftrecError(_diverged_message(value, step, outcome))
+        outcome.running_loss += value
+        outcome.running_count += 1
+    outcome.throughput.tokens += tokens
+    outcome.throughput.logit_positions += positions
 
 
 def _validate(
@@ -320,14 +390,14 @@ def _validate(
             on_improve(step, metrics)
 
 
-def _diverged_message(value: float, outcome: TrainOutcome) -> str:
+def _diverged_message(value: float, step: int, outcome: TrainOutcome) -> str:
     kept = (
         f" The checkpoints written before it are kept (the last: {outcome.last_checkpoint})."
         if outcome.last_checkpoint
         else ""
     )
     return (
-        f"the training loss became {value} at step {outcome.steps + 1}: lower trainer.optimizer.lr, keep "
+        f"the training loss became {value} at step {step}: lower trainer.optimizer.lr, keep "
         f"trainer.max_grad_norm set, or try trainer.precision=fp32, and start the run again.{kept}"
     )
 
@@ -379,24 +449,27 @@ def predict(
     model.eval()
     indices, scores = [], []
     throughput = Throughput()
+    readings = DeviceReadings()
     start = time.perf_counter()
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_main_process):
         with _out_of_memory_names_the_knobs("evaluation", batch):
             batch_scores = score_fn(model, batch)
         index, batch_scores = accelerator.gather_for_metrics((batch["index"], batch_scores))
-        throughput.add(batch)
+        readings.add(batch)
         if memory is not None:
             memory.step()
-        indices.append(index.cpu())
-        scores.append(batch_scores.cpu())
+        # Kept on the device: one transfer at the end rather than a wait for the device every batch.
+        indices.append(index)
+        scores.append(batch_scores)
+    index = torch.cat(indices).cpu().numpy() if indices else np.zeros(0, dtype=np.int64)
+    values = torch.cat(scores).cpu() if scores else None
+    _, throughput.tokens, throughput.logit_positions = readings.read()
     throughput.seconds = time.perf_counter() - start
     throughput = over_all_processes(throughput, accelerator)
     # Rows scored: the gathered ones, without the padding that evened out the last batch across processes.
-    throughput.samples = sum(len(i) for i in indices)
-    if not indices:
+    throughput.samples = len(index)
+    if values is None:
         return np.zeros(0, dtype=np.float64), throughput
-    index = torch.cat(indices).numpy()
-    values = torch.cat(scores)
     values = values.double() if values.is_floating_point() else values.long()
     ordered = np.empty((len(index), *values.shape[1:]), dtype=values.numpy().dtype)
     ordered[index] = values.numpy()

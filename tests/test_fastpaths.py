@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,12 +23,15 @@ from transformers import AutoTokenizer
 from peftrec.batching import tokenize_prompts
 from peftrec.errors import PeftrecError
 from peftrec.fastpaths import (
+    SYNC_WARNING,
     VARIANTS,
+    HostWaits,
     StepLog,
     Variant,
     fixed_length,
     full_lm_dataset,
     logged,
+    markdown,
     ratios,
     selected_variants,
     variant_loader,
@@ -228,11 +232,37 @@ def test_logged_records_rows_tokens_and_logit_positions():
     assert loss(None, row_labels).item() == 1.5
     loss(None, token_labels)
     logged(lambda model, batch: torch.tensor(0.0), steps, full_lm=True)(None, token_labels)
+    # Token counts stay tensors (on a GPU, reading them would make the host wait) until settled.
+    assert isinstance(steps.tokens[0], torch.Tensor) and isinstance(steps.logit_positions[1], torch.Tensor)
+    steps.settle()
+    assert all(type(n) is int for n in (*steps.tokens, *steps.logit_positions))
     assert steps.rows == [2, 2, 2]
     assert steps.tokens == [5, 5, 5]
     assert steps.padded_tokens == [8, 8, 8]
     # One per row; the labelled tokens; every real token under the full LM loss.
     assert steps.logit_positions == [2, 3, 5]
+
+
+def test_host_waits_counts_the_sync_warnings_of_its_window_by_line_and_shows_the_rest(monkeypatch):
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    waits = HostWaits(torch.device("cuda"))
+    with pytest.warns(UserWarning) as shown, waits.recording():
+        warnings.warn(SYNC_WARNING, stacklevel=1)  # before the window: shown, not counted
+        waits.start()
+        for _ in range(3):
+            warnings.warn(SYNC_WARNING, stacklevel=1)
+        warnings.warn("something else", stacklevel=1)
+        line = sys._getframe().f_lineno - 2  # the counted warn() above
+        waits.stop()
+    assert modes == ["warn", 0, 0]  # on for the window; off again when the recording ends
+    assert waits.summary(steps=2) == {
+        "per_step": 1.5,
+        "steps_counted": 2,
+        "sites": {f"test_fastpaths.py:{line}": 3},
+    }
+    assert [str(w.message) for w in shown] == [SYNC_WARNING, "something else"]
+    assert HostWaits(torch.device("cpu")).summary(steps=2) is None
 
 
 def train_result(samples_per_s: float, gib: float, auc: float) -> dict:
@@ -334,6 +364,10 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
 
     assert "| baseline |" in proc.stdout and "| fast |" in proc.stdout and "| fixed_padding |" in proc.stdout
     assert f"Record: {run_dir / 'fastpaths.json'}" in proc.stdout
+    # Host waits are counted on a GPU only; a record that has them lists them under the table.
+    assert all(res["host_waits"] is None for res in train.values())
+    train["fast"]["host_waits"] = {"per_step": 1.1, "steps_counted": 10, "sites": {"masking_utils.py:369": 10}}
+    assert "\nfast: the host waited for the GPU 1.1 times a timed step: masking_utils.py:369 (10)." in markdown(record)
 
 
 def test_compile_variant_trains_the_same_head_leaves_compiling_steps_untimed_and_is_evaluated(

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from peftrec.errors import PeftrecError
 from peftrec.models import load_tokenizer
 from peftrec.tasks import label_scoring
-from peftrec.tasks.label_scoring import label_logits, resolve_label_ids
+from peftrec.tasks.label_scoring import constant_on, label_logits, resolve_label_ids
 
 PROMPT = "<|im_start|>user\nWill the user like it?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -60,3 +60,14 @@ def test_label_logits_equal_the_full_forward_at_each_rows_last_token(tiny_model_
             expected = model(input_ids=alone).logits[0, -1, label_ids]
             torch.testing.assert_close(got[row], expected, rtol=1e-4, atol=1e-5)
     assert got.shape == (3, 2) and got.dtype == torch.float32
+
+
+def test_label_ids_cached_by_an_evaluation_serve_the_training_step_after_it():
+    # Cached per device: a new tensor each batch would be a host-to-GPU copy that waits for the GPU.
+    constant_on.cache_clear()
+    with torch.inference_mode():
+        ids = constant_on(torch.device("cpu"), (3, 1), torch.long)
+    assert constant_on(torch.device("cpu"), (3, 1), torch.long) is ids
+    logits = torch.zeros(2, 5, requires_grad=True)
+    logits.index_select(-1, ids).sum().backward()  # an inference tensor could not be saved for backward
+    assert logits.grad.tolist() == [[0, 1, 0, 1, 0]] * 2

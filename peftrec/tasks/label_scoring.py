@@ -6,6 +6,7 @@ real token goes through the LM head, and only the label words' logits are kept.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,20 @@ from peftrec.methods.virtual_tokens import prepended_tokens
 # transformers >= 5.x takes per-row positions ((batch, 1) integer tensor) in `logits_to_keep`;
 # older releases only a 1D tensor of positions shared by every row.
 _PER_ROW_LOGITS_TO_KEEP = hasattr(hf_modeling, "slice_logits_to_keep")
+
+
+@functools.lru_cache(maxsize=32)
+def constant_on(
+    device: torch.device, values: tuple[float, ...], dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, built once per device and dtype (callers only read it).
+
+    Building a small constant on a GPU at every batch copies it from pageable host memory, and that copy
+    makes the host wait for all of the GPU's queued work. Built outside inference mode, so a training
+    step may keep it for its backward pass even when an evaluation made it first.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype, device=device)
 
 
 def label_logits(
@@ -40,7 +55,7 @@ def label_logits(
     # Prompt tuning puts its virtual tokens before the input (right padding stays at the end), so the
     # base model's positions, and the logits it can keep, are shifted by their number.
     last = attention_mask.sum(dim=1) - 1 + prepended_tokens(model)
-    ids = torch.as_tensor(label_ids, device=input_ids.device)
+    ids = constant_on(input_ids.device, tuple(label_ids), torch.long)
     if _PER_ROW_LOGITS_TO_KEEP:
         out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=last[:, None])
         logits = out.logits[:, 0]

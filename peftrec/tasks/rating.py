@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from peftrec.errors import DataError, PeftrecError
+from peftrec.tasks.label_scoring import constant_on
 from peftrec.tasks.label_task import LabelWordTask
 from peftrec.tasks.prompts import Prompt
 
@@ -81,8 +82,8 @@ class RatingTask(LabelWordTask):
     def from_label_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The expected rating under the softmax over the value words."""
         probabilities = logits.softmax(dim=-1)
-        return probabilities @ torch.as_tensor(
-            self.values, dtype=probabilities.dtype, device=probabilities.device
+        return probabilities @ constant_on(
+            probabilities.device, tuple(self.values.tolist()), probabilities.dtype
         )
 
     def metric_inputs(self, examples: pd.DataFrame, outputs: np.ndarray) -> dict[str, np.ndarray]:
