@@ -263,11 +263,7 @@ def logged(loss_fn: Callable, steps: StepLog, full_lm: bool) -> Callable:
         steps.tokens.append(tokens)
         steps.padded_tokens.append(rows * length)
         # The HF loss reads the vocabulary logits at every real position.
-        labels = batch.get("labels")
-        label_tokens = labels is not None and labels.dim() == 2
-        steps.logit_positions.append(
-            tokens if full_lm else (labels != -100).sum() if label_tokens else logit_positions(batch)
-        )
+        steps.logit_positions.append(tokens if full_lm else logit_positions(batch))
         return loss_fn(model, batch)
 
     return wrapped

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 # Tensor methods that hand a value to the host (on a GPU, each waits for the device).
 HOST_READS = frozenset(
@@ -67,6 +68,13 @@ class DeviceMarked(torch.Tensor):
 def mark(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The batch with every tensor marked as device data."""
     return {k: v.as_subclass(DeviceMarked) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def mark_loader(loader: DataLoader) -> DataLoader:
+    """Have the loader collate marked batches (before Accelerate moves them; it keeps the mark)."""
+    collate = loader.collate_fn
+    loader.collate_fn = lambda rows: mark(collate(rows))
+    return loader
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ class Throughput:
         """Count a batch now (reads the device; the loops use :class:`DeviceReadings` instead)."""
         self.samples += int(batch["input_ids"].shape[0])
         self.tokens += int(batch["attention_mask"].sum())
-        self.logit_positions += logit_positions(batch)
+        self.logit_positions += int(logit_positions(batch))
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         rate = (lambda n: n / self.seconds) if self.seconds > 0 else (lambda n: float("nan"))
@@ -157,11 +157,11 @@ class DeviceReadings:
     def add(self, batch: Batch, loss: torch.Tensor | None = None, step: int = 0) -> None:
         """Keep one batch's counts (and, in training, its loss at ``step``) without reading them."""
         self._tokens.append(batch["attention_mask"].sum())
-        labels = batch.get("labels")
-        if labels is not None and labels.dim() == 2:
-            self._label_positions.append((labels != -100).sum())
+        positions = logit_positions(batch)
+        if isinstance(positions, torch.Tensor):
+            self._label_positions.append(positions)
         else:
-            self._row_positions += int(batch["input_ids"].shape[0])
+            self._row_positions += positions
         if loss is not None:
             self._steps.append(step)
             self._losses.append(loss.detach().reshape(()))
@@ -184,12 +184,13 @@ class DeviceReadings:
         return losses, tokens, positions
 
 
-def logit_positions(batch: Batch) -> int:
+def logit_positions(batch: Batch) -> int | torch.Tensor:
     """Positions whose logits a task's loss or score reads: the labelled tokens of token-level targets
-    (next-item titles), else one per row (the label word at the last position)."""
+    (next-item titles), counted on the batch's device and not read, else one per row (the label word at
+    the last position), known on the host."""
     labels = batch.get("labels")
     if labels is not None and labels.dim() == 2:
-        return int((labels != -100).sum())
+        return (labels != -100).sum()
     return int(batch["input_ids"].shape[0])
 
 

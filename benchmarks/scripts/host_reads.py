@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from peftrec.__main__ import register_recipes
 from peftrec.batching import make_loader
 from peftrec.fastpaths import VARIANTS, Bench, variant_loader
-from peftrec.host_reads import mark, recording_host_reads
+from peftrec.host_reads import mark_loader, recording_host_reads
 from peftrec.paths import CONF_DIR
 from peftrec.train import TrainSettings, predict, train
 
@@ -40,8 +40,7 @@ def main() -> None:
     loader = variant_loader(
         bench.train_rows, bench.tokenizer, fast, batch_size=args.batch_size, seed=cfg.seed
     )
-    collate = loader.collate_fn
-    loader.collate_fn = lambda rows: mark(collate(rows))
+    mark_loader(loader)
     optimizer = instantiate(cfg.trainer.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     model, optimizer, loader = bench.accelerator.prepare(model, optimizer, loader)
 
@@ -73,8 +72,7 @@ def main() -> None:
 
     rows = bench.test_rows.select(range(min(4 * args.batch_size, len(bench.test_rows))))
     test_loader = make_loader(rows, bench.tokenizer, batch_size=args.batch_size, train=False)
-    collate = test_loader.collate_fn
-    test_loader.collate_fn = lambda rows: mark(collate(rows))
+    mark_loader(test_loader)
     score = bench.task.scorer(bench.examples["test"].iloc[: len(rows)])
     with recording_host_reads() as log:
 
