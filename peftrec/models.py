@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peftrec.attention import loaded_implementation
 from peftrec.errors import PeftrecError
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ def load_base_model(
     Args:
         path: local model folder (see :func:`peftrec.assets.resolve_model`).
         precision: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``. ``sdpa`` loads as
+            :data:`peftrec.attention.SDPA_WITHOUT_HOST_READS`: the same attention, with a mask that is
+            built without the host reading the batch in every forward pass.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         quantization: ``None``, ``"4bit"`` or ``"8bit"`` (needs ``pip install "peftrec[quant]"``).
         device: where a quantised model is placed (bitsandbytes quantises as it loads); default CPU.
@@ -142,7 +145,7 @@ def load_base_model(
             "device_map": {"": str(device or "cpu")},
         }
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=attn_implementation, **quant_kwargs
+        path, dtype=dtype, attn_implementation=loaded_implementation(attn_implementation), **quant_kwargs
     )
     model.requires_grad_(False)
     model.eval()
