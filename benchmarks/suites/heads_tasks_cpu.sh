@@ -8,7 +8,8 @@
 #   Next item: one validation on 10 users (a single validation only picks the last step), test on a fixed
 #   draw of 50 users (constrained beam search costs ~3 s per user here).
 # Usage: bash benchmarks/suites/heads_tasks_cpu.sh [name ...]
-#   A name is <part>:<head>:<seed> with part click, rating, generative or gemma (LoRA on Gemma-3-270M, click),
+#   A name is <part>:<head>:<seed> with part click, rating, generative, or gemma, gemma_rating, gemma_generative
+#   (the same task on Gemma-3-270M; gemma alone is click),
 #   e.g. rating:ia3:0 or click:lora:1; head zero-shot tests the untrained model on the same rows. A fourth
 #   field sets another learning rate (click:adalora:0:1e-2; the record's name then ends in _lr1e-2).
 #   Without names: every run, seed 0 of everything first (about 6-7 hours on 2 cores: click ~6 min,
@@ -30,21 +31,25 @@ overrides() {  # part head seed [lr] -> the run's overrides
         qlora) args+=("peft=${head}" "trainer.optimizer.lr=${rate}" model.quantization=4bit) ;;
         *) args+=("peft=${head}" "trainer.optimizer.lr=${rate}") ;;
     esac
+    local task=$part model=()
     case $part in
+        gemma) task=click model=(model=gemma_3_270m) ;;
+        gemma_*) task=${part#gemma_} model=(model=gemma_3_270m) ;;
+    esac
+    case $task in
         click) args+=(recipe=lora_click) ;;
-        gemma) args+=(recipe=lora_click model=gemma_3_270m) ;;
         rating) args+=(recipe=lora_rating trainer.max_eval_examples=200 trainer.max_test_examples=200) ;;
         generative) args+=(recipe=lora_generative trainer.max_eval_examples=10 trainer.max_test_examples=50) ;;
-        *) echo "unknown part ${part} (click, gemma, rating, generative)" >&2; return 1 ;;
+        *) echo "unknown part ${part} (click, rating, generative, gemma, gemma_rating, gemma_generative)" >&2; return 1 ;;
     esac
-    printf '%s\n' "${args[@]}"
+    printf '%s\n' "${args[@]}" "${model[@]}"
 }
 
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
     names=(rating:zero-shot:0 generative:zero-shot:0)  # click's zero-shot has no test-row draw: tasks_cpu.sh
     for seed in 0 1 2; do
-        names+=("gemma:lora:${seed}")
+        for part in gemma gemma_rating gemma_generative; do names+=("${part}:lora:${seed}"); done
         for part in click rating generative; do
             for head in "${heads[@]}"; do names+=("${part}:${head}:${seed}"); done
         done
