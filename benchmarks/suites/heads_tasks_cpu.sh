@@ -12,8 +12,8 @@
 #   (the same task on Gemma-3-270M; gemma alone is click),
 #   e.g. rating:ia3:0 or click:lora:1; head zero-shot tests the untrained model on the same rows. A fourth
 #   field sets another learning rate (click:adalora:0:1e-2; the record's name then ends in _lr1e-2).
-#   Without names: every run, seed 0 of everything first (about 6-7 hours on 2 cores: click ~6 min,
-#   rating ~5 min, next item ~7 min, QLoRA ~1.7x longer).
+#   Without names: every run, seed 0 of everything first (about 8 hours on 2 cores: click ~6 min,
+#   rating ~5 min, next item ~7 min, QLoRA ~1.7x longer; Gemma: rating ~4 min, next item ~26 min).
 # Each run's result.json is copied to benchmarks/results/<task>_ml100k-<protocol>_<model>_<head>[_24x16]_seed<seed>_cpu.json
 # as soon as it ends, so an interrupted suite keeps what it finished; a failed run is reported and skipped.
 cd "$(dirname "$0")/../.." || exit 1
