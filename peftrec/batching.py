@@ -15,6 +15,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 # Columns the collator turns into tensors; everything else stays in the dataset for bookkeeping.
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels", "index"]
+# The collator's host integer beside token-level labels: the earliest labelled position in the batch.
+TARGET_START = "target_start"
 
 
 def tokenize_prompts(
@@ -150,6 +152,9 @@ class PaddingCollator:
 
     The output equals ``DataCollatorWithPadding`` (one label per row) or ``DataCollatorForSeq2Seq``
     (token-level labels padded with -100) with the same padding arguments; tests hold it to that.
+    With token-level labels it adds one host integer, ``target_start``: the earliest labelled position in
+    the batch. The loss needs it to keep only the target positions for the LM head; found from the labels
+    on a GPU it would cost a host wait every step (Accelerate moves tensors only; the integer stays put).
     Why our own: their ``tokenizer.pad`` turns the padded lists into tensors through a pure-Python
     ``flatten`` of every token (transformers' ``BatchEncoding.convert_to_tensors``): 24 ms for a click
     batch of 256 rows on a 2-core CPU, against 5 ms here (``benchmarks/scripts/collate_speed.py``), while
@@ -180,6 +185,8 @@ class PaddingCollator:
                 continue
             if isinstance(features[0][key], list):  # token-level labels: ignored where padded
                 batch[key] = self._pad(features, key, lengths, length, -100)
+                if key == "labels":
+                    batch[TARGET_START] = int((batch[key].numpy() != -100).argmax(axis=1).min())
             else:
                 batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
         return batch

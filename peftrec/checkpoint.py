@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 HEAD_FILE = "head.safetensors"
 INFO_FILE = "peftrec_checkpoint.json"
+
+
 def register_head_only_weights(accelerator: Accelerator) -> None:
     """Make ``accelerator.save_state`` / ``load_state`` store only the trainable parameters.
 
@@ -162,7 +164,9 @@ def find_checkpoint(resume: str | None, run_dir: Path, fingerprint: str) -> Path
                 candidates.append(checkpoint)
     if not candidates:
         if resume == "auto":
-            log.info("trainer.resume=auto: no unfinished run of this config with a checkpoint; starting afresh")
+            log.info(
+                "trainer.resume=auto: no unfinished run of this config with a checkpoint; starting afresh"
+            )
         return None
     # Newest by write time; a requeued job (same run folder) wins ties by being listed first.
     return max(candidates, key=lambda p: (p.stat().st_mtime, p == run_dir))

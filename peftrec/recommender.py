@@ -50,7 +50,7 @@ from peftrec.errors import PeftrecError
 from peftrec.methods import load_head
 from peftrec.models import load_base_model, load_tokenizer, resolve_precision
 from peftrec.paths import RECIPE_FILE
-from peftrec.tasks.generative import NextItemTask
+from peftrec.tasks.generative import NextItemTask, target_window
 from peftrec.tasks.label_task import LabelWordTask
 from peftrec.tasks.rating import RatingTask
 
@@ -658,13 +658,18 @@ class Recommender:
         autocast = torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
         with torch.inference_mode(), autocast:
             for batch in loader:
-                batch = {key: value.to(self.device) for key, value in batch.items()}
+                batch = {key: _to(value, self.device) for key, value in batch.items()}
                 values = score_fn(self.model, batch)
                 values = (values.double() if values.is_floating_point() else values.long()).cpu().numpy()
                 if outputs is None:
                     outputs = np.empty((len(dataset), *values.shape[1:]), dtype=values.dtype)
                 outputs[batch["index"].cpu().numpy()] = values
         return outputs if outputs is not None else np.zeros(0)
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    """A batch value on the device: tensors move, host integers (the collator's ``target_start``) stay."""
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def _sequence_log_prob(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -674,8 +679,7 @@ def _sequence_log_prob(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
     tokens of prompt tuning sit at the front, so the last positions are still the input's own.
     """
     labels = batch["labels"]
-    first = int((labels != -100).float().argmax(dim=1).min())
-    keep = labels.shape[1] - first + 1  # the logit at position p predicts the token at p + 1
+    keep = target_window(batch)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     log_probs = out.logits[:, -keep:-1].float().log_softmax(dim=-1)
     targets = labels[:, -keep + 1 :]

@@ -5,6 +5,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
 from peftrec.batching import (
+    TARGET_START,
     make_loader,
     model_columns,
     padding_collator,
@@ -82,11 +83,29 @@ def test_padding_collator_equals_transformers_collators(tiny_model_dir, side, to
         tokenizer, pad_to_multiple_of=padding.get("pad_to_multiple_of", 1), max_length=padding.get("max_length")
     )(rows)
     expected = reference(rows)
-    assert sorted(ours) == sorted(expected)
+    assert sorted(set(ours) - {TARGET_START}) == sorted(expected)
     for key, value in expected.items():
         assert ours[key].dtype == value.dtype == torch.long, key
         assert torch.equal(ours[key], value), key
     assert ours["input_ids"].shape[1] == padding.get("max_length") or ours["input_ids"].shape[1] % padding["pad_to_multiple_of"] == 0
+    if token_labels:  # the earliest labelled position, as a host integer
+        starts = [next(i for i, label in enumerate(row) if label != -100) for row in expected["labels"].tolist()]
+        assert type(ours[TARGET_START]) is int and ours[TARGET_START] == min(starts)
+    else:
+        assert TARGET_START not in ours
+
+
+def test_target_start_is_the_earliest_labelled_position_on_either_padding_side(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir, max_length=128)
+    rows = [
+        {"input_ids": [1, 2, 3, 4, 5], "attention_mask": [1] * 5, "labels": [-100, -100, 3, 4, 5]},
+        {"input_ids": [1, 2, 3], "attention_mask": [1] * 3, "labels": [-100, 2, 3]},
+    ]
+    right = padding_collator(tokenizer, pad_to_multiple_of=8)(rows)
+    assert right[TARGET_START] == 1  # row 2's prompt is one token
+    tokenizer.padding_side = "left"
+    left = padding_collator(tokenizer, pad_to_multiple_of=8)(rows)
+    assert left[TARGET_START] == 5  # row 1 is shifted by 3 (its target at 5), row 2 by 5 (at 6)
 
 
 def test_loader_pads_to_the_multiple_asked_for(tiny_model_dir):

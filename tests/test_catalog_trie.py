@@ -8,6 +8,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from peftrec.errors import PeftrecError
+from peftrec.host_reads import mark, recording_host_reads
 from peftrec.tasks.catalog_trie import (
     CatalogConstraint,
     CatalogTrie,
@@ -146,9 +147,11 @@ def test_from_titles_refuses_missing_eos_and_empty_titles(tiny_plain_model_dir):
 # --- the logits processor --------------------------------------------------------------------------
 
 
-def constrained(constraint: CatalogConstraint, generated: list[list[int]], prompt_length: int = 2):
-    ids = torch.tensor([[11] * prompt_length + g for g in generated])
-    scores = torch.arange(len(generated) * 10, dtype=torch.float).reshape(len(generated), 10)
+def constrained(
+    constraint: CatalogConstraint, generated: list[list[int]], prompt_length: int = 2, vocab: int = 10
+):
+    ids = torch.tensor([[11] * prompt_length + g for g in generated], dtype=torch.long)
+    scores = torch.arange(len(generated) * vocab, dtype=torch.float).reshape(len(generated), vocab)
     out = constraint(ids, scores)
     allowed = [torch.nonzero(row > INF).flatten().tolist() for row in out]
     kept = out[out > INF]
@@ -177,6 +180,54 @@ def test_constraint_masks_by_hand_with_exclusions():
     # a title shared by two entries stays allowed while one of them is not excluded
     half = CatalogConstraint(trie, 2, num_beams=1, excluded=[{2}])
     assert constrained(half, [[5, 8]]) == [[EOS]]
+
+
+def random_generated(rng: np.random.Generator, catalog: list[list[int]], width: int) -> list[int]:
+    """``width`` generated tokens: inside a title, a whole title with eos then padding, or off the trie."""
+    title = catalog[int(rng.integers(len(catalog)))]
+    kind = int(rng.integers(3))
+    if kind == 0 and len(title) >= width:
+        return title[:width]
+    if kind == 1 and len(title) < width:
+        return (title + [EOS] + [PAD] * width)[:width]
+    # a title's start and then any token: often off the trie, sometimes on it
+    return (title[: width - 1] + rng.integers(2, VOCAB, size=width).tolist())[:width]
+
+
+def test_device_mask_follows_the_host_rule_for_every_row():
+    rng = np.random.default_rng(11)
+    inside = total = 0
+    for _ in range(40):
+        catalog = random_catalog(rng)
+        trie = CatalogTrie(catalog, eos_token_id=EOS)
+        examples, num_beams = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        excluded = [set(np.flatnonzero(rng.random(len(catalog)) < 0.4).tolist()) for _ in range(examples)]
+        constraint = CatalogConstraint(trie, 2, num_beams=num_beams, excluded=excluded)
+        plain = CatalogConstraint(trie, 2, num_beams=num_beams)
+        width = int(rng.integers(0, 6))
+        generated = [random_generated(rng, catalog, width) for _ in range(examples * num_beams)]
+        for rule, mask in (
+            (constraint, constrained(constraint, generated, vocab=VOCAB)),
+            (plain, constrained(plain, generated, vocab=VOCAB)),
+        ):
+            for row, (tokens, allowed) in enumerate(zip(generated, mask, strict=True)):
+                node = trie.node_after(tokens)
+                expected = [] if node is None else rule.allowed_ids(row // num_beams, node).tolist()
+                assert allowed == expected, (catalog, excluded, tokens)
+                inside += node is not None and bool(expected)
+                total += 1
+    assert inside > total / 3  # many checks are of rows with tokens left to write, not of dead rows
+
+
+def test_the_mask_reads_nothing_back_from_the_device():
+    trie = CatalogTrie(HAND, eos_token_id=EOS)
+    constraint = CatalogConstraint(trie, 2, num_beams=2, excluded=[{0}, {2, 4}])
+    ids = torch.tensor([[11, 11, 5, 6], [11, 11, 5, 8], [11, 11, 5, 6], [11, 11, 9, EOS]])
+    marked = mark({"ids": ids, "scores": torch.zeros(4, 10)})
+    with recording_host_reads() as log:
+        out = constraint(marked["ids"], marked["scores"])
+    assert log.reads == []
+    assert [torch.nonzero(row > INF).flatten().tolist() for row in out] == [[7], [EOS], [EOS, 7], []]
 
 
 def test_constraint_refuses_bad_inputs():

@@ -7,9 +7,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from peftrec import metrics
-from peftrec.batching import make_loader, tokenize_with_targets
+from peftrec.batching import TARGET_START, make_loader, tokenize_with_targets
 from peftrec.data import items_before
 from peftrec.errors import PeftrecError
+from peftrec.host_reads import mark, recording_host_reads
 from peftrec.models import load_tokenizer
 from peftrec.tasks.generative import NextItemTask, candidate_ranks, title_loss
 from peftrec.tasks.prompts import Prompt
@@ -66,6 +67,19 @@ def test_title_loss_equals_the_lm_loss_on_the_labelled_tokens(tokenizer, model):
     with torch.no_grad():
         expected = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
         torch.testing.assert_close(title_loss(model, batch), expected)
+        # Without the collator's host integer the window is found from the labels: the same loss.
+        torch.testing.assert_close(title_loss(model, {k: v for k, v in batch.items() if k != TARGET_START}), expected)
+
+
+def test_title_loss_reads_nothing_back_from_the_device(tokenizer, model):
+    task = NextItemTask(tokenizer, PROMPT, ITEMS)
+    batch = next(iter(make_loader(task.dataset(EXAMPLES, train=True), tokenizer, batch_size=2, train=False)))
+    ours = lambda log: [site.split(":")[0] for _, _, site in log.reads if site.startswith("peftrec/")]  # noqa: E731
+    with torch.no_grad(), recording_host_reads() as log:  # (transformers' plain sdpa mask reads too: not ours)
+        title_loss(model, mark(batch))
+        assert ours(log) == []
+        title_loss(model, mark({k: v for k, v in batch.items() if k != TARGET_START}))
+        assert ours(log) == ["peftrec/tasks/generative.py"]
 
 
 def test_candidate_ranks_count_ties_against_the_target():

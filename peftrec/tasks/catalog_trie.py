@@ -6,6 +6,11 @@ is a catalog item. :class:`CatalogTrie` holds the titles as token-id sequences e
 :class:`CatalogConstraint` masks the logits during ``generate``, and :func:`constrained_beam_search`
 runs a batched beam search and maps the finished beams back to catalog entries.
 
+Why our own: transformers' ``prefix_allowed_tokens_fn`` calls Python once per beam and step on host
+lists (a GPU wait at every step) and its ``Constraint`` classes force phrases in, not a closed set of
+titles. Here the mask is computed on the device, for all beams at once, from the trie's edges as
+sorted tensors (:class:`TrieTensors`): generation never waits on the host for it.
+
 Typical use::
 
     trie = CatalogTrie.from_titles(items["title"].tolist(), tokenizer)
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
@@ -93,6 +99,7 @@ class CatalogTrie:
         self._max_length = max(len(t) for t in self._targets)
         self._max_token_id = max(max(t) for t in self._targets)
         self._allowed_cache: dict[tuple[int, bool], torch.Tensor] = {}
+        self._tensors: dict[tuple[torch.device, int], TrieTensors] = {}
 
     @classmethod
     def from_titles(
@@ -195,6 +202,19 @@ class CatalogTrie:
                 return None
         return node
 
+    @property
+    def num_nodes(self) -> int:
+        """Number of trie nodes, the root included."""
+        return len(self._children)
+
+    def tensors(self, device: torch.device | str, vocab: int) -> TrieTensors:
+        """The trie's edges as device tensors for a model with ``vocab`` logits (built once per device)."""
+        device = torch.device(device)
+        key = (device, int(vocab))
+        if key not in self._tensors:
+            self._tensors[key] = TrieTensors.build(self, device, int(vocab))
+        return self._tensors[key]
+
     # --- lookups -------------------------------------------------------------------------------------
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
@@ -269,6 +289,84 @@ class CatalogTrie:
         return () if node is None else self._entries_at[node]
 
 
+@dataclass(frozen=True)
+class TrieTensors:
+    """A :class:`CatalogTrie` on the device: its edges sorted by ``(node, token)``, walked for all rows at once.
+
+    Edge ``e`` goes from node ``edge_key[e] // vocab`` by token ``edge_key[e] % vocab`` to ``edge_child[e]``;
+    node ``n``'s edges are ``first_edge[n]:first_edge[n + 1]``, so sorted keys make a step of a walk one
+    ``searchsorted`` and a node's next tokens one gather. One extra node, ``dead``, has no edges and ends
+    no title: a row that leaves the trie (or writes eos, never an edge) goes there and stays.
+    """
+
+    edge_key: torch.Tensor  # (edges + spare,) node * vocab + token, ascending; spare keys above them all
+    edge_token: torch.Tensor  # (edges + spare,)
+    edge_child: torch.Tensor  # (edges + spare,)
+    first_edge: torch.Tensor  # (nodes + 2,)
+    ends: torch.Tensor  # (nodes + 1,) bool: a title ends at the node
+    vocab: int
+    dead: int
+    max_children: int
+
+    @classmethod
+    def build(cls, trie: CatalogTrie, device: torch.device, vocab: int) -> TrieTensors:
+        """Lay out ``trie``'s edges for ``device`` (one host-to-device copy per tensor)."""
+        dead = trie.num_nodes
+        keys, tokens, children, first = [], [], [], [0]
+        for node in range(trie.num_nodes):
+            for token, child in sorted(trie.children(node).items()):
+                keys.append(node * vocab + token)
+                tokens.append(token)
+                children.append(child)
+            first.append(len(keys))
+        first.append(len(keys))  # the dead node: no edges
+        widest = max(b - a for a, b in zip(first, first[1:], strict=False))
+        # Spare edges after the real ones, with keys above every real one: searchsorted always lands on
+        # an edge, and a row's padded slots (up to the widest node's count past its first edge) exist.
+        keys += [(dead + 1) * vocab] * widest
+        tokens += [0] * widest
+        children += [dead] * widest
+        ends = [bool(trie.entries_at(node)) for node in range(trie.num_nodes)] + [False]
+
+        def put(values: list, dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype).to(device)
+
+        return cls(
+            put(keys), put(tokens), put(children), put(first), put(ends, torch.bool), vocab, dead, widest
+        )
+
+    def walk(self, generated: torch.Tensor) -> torch.Tensor:
+        """Node each row's generated tokens reach: ``dead`` where a row left the trie or wrote eos.
+
+        Args:
+            generated: ``(rows, steps)`` tokens generated so far.
+
+        Returns:
+            ``(rows,)`` node ids.
+        """
+        node = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
+        for step in range(generated.shape[1]):
+            key = generated[:, step].add(node, alpha=self.vocab)
+            edge = torch.searchsorted(self.edge_key, key)
+            node = torch.where(self.edge_key[edge] == key, self.edge_child[edge], self.dead)
+        return node
+
+    def next_edges(self, node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's outgoing edges, padded to the widest node: ``(edge, valid)``, both ``(rows, max_children)``."""
+        start = self.first_edge[node]
+        slot = torch.arange(self.max_children, device=node.device)
+        valid = slot < (self.first_edge[node + 1] - start)[:, None]
+        return start[:, None] + slot, valid
+
+
+def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Elementwise: is each of ``keys`` in the ascending 1-D tensor ``sorted_keys``."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    at = torch.searchsorted(sorted_keys, keys).clamp_(max=sorted_keys.numel() - 1)
+    return sorted_keys[at] == keys
+
+
 class CatalogConstraint(LogitsProcessor):
     """Sets every token the trie does not allow after each row's generated part to -inf.
 
@@ -314,6 +412,23 @@ class CatalogConstraint(LogitsProcessor):
                     counts[node] = counts.get(node, 0) + 1
             self._excluded_below.append(counts)
         self._cache: dict[tuple[int, int], torch.Tensor] = {}  # (example, node) -> allowed ids
+        # The exclusions as device lookups, keyed example * nodes + node: nodes a beam may not enter
+        # (every entry at or below them excluded) and nodes where it may not write eos (every entry
+        # ending there excluded).
+        nodes = trie.num_nodes
+        self._closed = sorted(
+            example * nodes + node
+            for example, counts in enumerate(self._excluded_below)
+            for node, count in counts.items()
+            if count == trie.entries_below(node)
+        )
+        self._no_eos = sorted(
+            example * nodes + node
+            for example, counts in enumerate(self._excluded_below)
+            for node in counts
+            if trie.entries_at(node) and all(e in self.excluded[example] for e in trie.entries_at(node))
+        )
+        self._device_exclusions: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, vocab = scores.shape
@@ -329,23 +444,35 @@ class CatalogConstraint(LogitsProcessor):
                 f"excluded lists {len(self.excluded)} examples but the batch has {rows // self.num_beams}: "
                 "give one collection per example"
             )
-        generated = input_ids[:, self.prompt_length :].tolist()
-        row_index, token_index = [], []
-        for row, prefix in enumerate(generated):
-            node = self.trie.node_after(prefix)
-            if node is None:
-                continue
-            allowed = self.allowed_ids(row // self.num_beams, node)
-            if len(allowed):
-                row_index.append(torch.full((len(allowed),), row, dtype=torch.long))
-                token_index.append(allowed)
-        keep = torch.zeros((rows, vocab), dtype=torch.bool, device=scores.device)
-        if row_index:
-            keep[torch.cat(row_index).to(scores.device), torch.cat(token_index).to(scores.device)] = True
-        return scores.masked_fill(~keep, float("-inf"))
+        # Everything below stays on the device: no value is read back, so the host keeps queueing.
+        trie = self.trie.tensors(scores.device, vocab)
+        node = trie.walk(input_ids[:, self.prompt_length :])
+        edge, valid = trie.next_edges(node)
+        can_end = trie.ends[node]
+        if self.excluded is not None:
+            closed, no_eos = self._exclusions(scores.device)
+            at = torch.arange(rows, device=scores.device) // self.num_beams * self.trie.num_nodes
+            valid &= ~_contains(closed, at[:, None] + trie.edge_child[edge])
+            can_end &= ~_contains(no_eos, at + node)
+        # Invalid slots write to a spare last column, so they never clear a valid token of the row.
+        column = torch.where(valid, trie.edge_token[edge], vocab)
+        keep = torch.zeros((rows, vocab + 1), dtype=torch.bool, device=scores.device)
+        keep.scatter_(1, column, True)
+        keep[:, self.trie.eos_token_id] |= can_end
+        return scores.masked_fill(~keep[:, :vocab], float("-inf"))
+
+    def _exclusions(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The closed and no-eos keys on ``device`` (copied there once per search)."""
+        if device not in self._device_exclusions:
+            self._device_exclusions[device] = (
+                torch.tensor(self._closed, dtype=torch.long).to(device),
+                torch.tensor(self._no_eos, dtype=torch.long).to(device),
+            )
+        return self._device_exclusions[device]
 
     def allowed_ids(self, example: int, node: int) -> torch.Tensor:
-        """Tokens example ``example`` may write at ``node``, as a CPU LongTensor (sorted).
+        """Tokens example ``example`` may write at ``node``, as a CPU LongTensor (sorted): the rule the
+        device mask of :meth:`__call__` applies to every row at once, one node at a time on the host.
 
         Args:
             example: index of the example in the batch.
@@ -472,15 +599,15 @@ def constrained_beam_search(
     device = _device_of(model)
     ids, mask = to_left_padding(input_ids.to(device), attention_mask.to(device))
     ids = ids.masked_fill(mask == 0, pad_token_id)
+    lengths = mask.sum(dim=1).tolist()  # one read of the device for the batch, not one per row
     if prepended_tokens(model):
-        lengths = mask.sum(dim=1).tolist()
         groups = [[r for r in range(batch) if lengths[r] == n] for n in sorted(set(lengths))]
     else:
         groups = [list(range(batch))]
     results: list[list[tuple[int, ...]]] = [[] for _ in range(batch)]
     with _generation_state(model):
         for rows in groups:
-            width = ids.shape[1] - max(int(mask[r].sum()) for r in rows)  # padding all rows share
+            width = ids.shape[1] - max(lengths[r] for r in rows)  # padding all rows share
             found = _search(
                 model,
                 ids[rows, width:],

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from peftrec.batching import tokenize_prompts, tokenize_with_targets
+from peftrec.batching import TARGET_START, tokenize_prompts, tokenize_with_targets
 from peftrec.errors import PeftrecError
 from peftrec.tasks.catalog_trie import CatalogTrie, constrained_beam_search
 from peftrec.tasks.label_scoring import label_logits, resolve_label_ids
@@ -247,20 +247,31 @@ class NextItemTask:
         )
 
 
-def title_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def target_window(batch: Mapping[str, torch.Tensor | int]) -> int:
+    """How many of the batch's last positions the LM head must see for its labels: from the one before
+    the earliest target on (the logit at position p predicts the token at p + 1).
+
+    The earliest target comes from the collator's host integer (``target_start``); a batch built
+    another way has it found from the labels, which on a GPU makes the host wait for the device.
+    """
+    labels = batch["labels"]
+    first = batch.get(TARGET_START)
+    if first is None:
+        first = int((labels != -100).float().argmax(dim=1).min())
+    return labels.shape[1] - first + 1
+
+
+def title_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor | int]) -> torch.Tensor:
     """Token-level cross-entropy on the positions whose ``labels`` are not -100 (the title and its eos).
 
     Only the positions from the earliest target onward go through the LM head (an integer
     ``logits_to_keep`` keeps the last N positions; virtual tokens of prompt tuning sit at the front,
     so the last N positions are still the input's own).
     """
-    labels = batch["labels"]
-    has_target = labels != -100
-    first = int(has_target.float().argmax(dim=1).min())
-    keep = labels.shape[1] - first + 1  # the logit at position p predicts the token at p + 1
+    keep = target_window(batch)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits[:, -keep:-1].float()
-    targets = labels[:, -keep + 1 :]
+    targets = batch["labels"][:, -keep + 1 :]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
