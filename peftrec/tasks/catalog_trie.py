@@ -454,12 +454,16 @@ class CatalogConstraint(LogitsProcessor):
             at = torch.arange(rows, device=scores.device) // self.num_beams * self.trie.num_nodes
             valid &= ~_contains(closed, at[:, None] + trie.edge_child[edge])
             can_end &= ~_contains(no_eos, at + node)
-        # Invalid slots write to a spare last column, so they never clear a valid token of the row.
-        column = torch.where(valid, trie.edge_token[edge], vocab)
-        keep = torch.zeros((rows, vocab + 1), dtype=torch.bool, device=scores.device)
-        keep.scatter_(1, column, True)
-        keep[:, self.trie.eos_token_id] |= can_end
-        return scores.masked_fill(~keep[:, :vocab], float("-inf"))
+        # Start from all -inf and put each allowed token's score back: one pass over the vocabulary. The
+        # padded slots of a row carry -inf, and taking the max keeps them from overwriting a real token
+        # that shares their index.
+        tokens = trie.edge_token[edge]
+        allowed = torch.where(valid, scores.gather(1, tokens), float("-inf"))
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_reduce_(1, tokens, allowed, reduce="amax")
+        eos = self.trie.eos_token_id
+        out[:, eos] = torch.where(can_end, scores[:, eos], float("-inf"))
+        return out
 
     def _exclusions(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The closed and no-eos keys on ``device`` (copied there once per search)."""

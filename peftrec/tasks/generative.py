@@ -190,14 +190,13 @@ class NextItemTask:
                 pad_token_id=self.tokenizer.pad_token_id,
                 excluded=[excluded[r] for r in rows] if excluded is not None else None,
             )
-            out = torch.full(
-                (len(rows), self.top_k), MISSING, dtype=torch.long, device=batch["input_ids"].device
-            )
+            out = np.full((len(rows), self.top_k), MISSING, dtype=np.int64)
             for r, titles in enumerate(ranked):
                 # A title's first entry the user has not seen names it (items sharing a title rank as one).
                 groups = [int(entries[0]) for entries in titles[: self.top_k]]
-                out[r, : len(groups)] = torch.tensor(groups, dtype=torch.long)
-            return out
+                out[r, : len(groups)] = groups
+            # Filled on the host and copied once: a copy per row would wait for the device each time.
+            return torch.from_numpy(out).to(batch["input_ids"].device)
 
         return top_titles
 
