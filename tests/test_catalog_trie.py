@@ -441,6 +441,26 @@ def test_search_leaves_the_callers_model_as_it_was():
     assert model.generation_config is config
 
 
+def test_search_reads_the_device_twice_a_batch_outside_generate(llama):
+    trie = CatalogTrie(HAND, eos_token_id=EOS)
+    ids, mask = right_padded([[2, 3, 4], [5, 6]])
+    marked = mark({"ids": ids, "mask": mask})
+    with recording_host_reads() as log:
+        constrained_beam_search(
+            llama,
+            marked["ids"],
+            marked["mask"],
+            trie,
+            num_beams=3,
+            num_return=2,
+            pad_token_id=PAD,
+            excluded=[{0}, set()],
+        )
+    ours = [site.split(":")[0] for _, _, site in log.reads if site.startswith("peftrec/")]
+    # the prompt lengths with the padding checks, and the generated titles at the end: none per decoding step
+    assert ours == ["peftrec/tasks/catalog_trie.py"] * 2
+
+
 def test_search_refuses_more_returns_than_beams(llama):
     trie = CatalogTrie(HAND, eos_token_id=EOS)
     ids, mask = right_padded([[2, 3]])

@@ -527,6 +527,14 @@ def to_left_padding(
     Raises:
         PeftrecError: a row is not right-padded (a 0 before a 1) or has no real token.
     """
+    ids, mask, _ = _left_padded(input_ids, attention_mask)
+    return ids, mask
+
+
+def _left_padded(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """:func:`to_left_padding`, plus each row's length, with one read of the device for the checks and lengths."""
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise PeftrecError(
             f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be "
@@ -536,13 +544,15 @@ def to_left_padding(
     seq = mask.shape[1]
     lengths = mask.sum(dim=1)
     columns = torch.arange(seq, device=mask.device)
-    if not torch.equal(mask, (columns[None, :] < lengths[:, None]).long()):
+    right_padded = (mask == (columns[None, :] < lengths[:, None])).all()
+    *row_lengths, is_right_padded = torch.cat([lengths, right_padded.long().view(1)]).tolist()
+    if not is_right_padded:
         raise PeftrecError("the batch is not right-padded (padding before a real token): pad on the right")
-    if bool((lengths == 0).any()):
+    if 0 in row_lengths:
         raise PeftrecError("a prompt in the batch has no tokens: drop empty prompts before generation")
     # Rotating each row right by its padding count puts the padding in front and keeps token order.
     source = (columns[None, :] - (seq - lengths)[:, None]) % seq
-    return input_ids.gather(1, source), attention_mask.gather(1, source)
+    return input_ids.gather(1, source), attention_mask.gather(1, source), row_lengths
 
 
 @torch.inference_mode()
@@ -601,9 +611,8 @@ def constrained_beam_search(
         )
     check_multi_step_generation(model)
     device = _device_of(model)
-    ids, mask = to_left_padding(input_ids.to(device), attention_mask.to(device))
+    ids, mask, lengths = _left_padded(input_ids.to(device), attention_mask.to(device))
     ids = ids.masked_fill(mask == 0, pad_token_id)
-    lengths = mask.sum(dim=1).tolist()  # one read of the device for the batch, not one per row
     if prepended_tokens(model):
         groups = [[r for r in range(batch) if lengths[r] == n] for n in sorted(set(lengths))]
     else:
