@@ -40,6 +40,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import send_to_device
 from omegaconf import DictConfig, OmegaConf
 
 from peftrec.adapters import ADAPTER_CONFIG, adapter_recipe, resolve_adapter
@@ -658,18 +659,13 @@ class Recommender:
         autocast = torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
         with torch.inference_mode(), autocast:
             for batch in loader:
-                batch = {key: _to(value, self.device) for key, value in batch.items()}
+                batch = send_to_device(batch, self.device)  # tensors move; the collator's host integer stays
                 values = score_fn(self.model, batch)
                 values = (values.double() if values.is_floating_point() else values.long()).cpu().numpy()
                 if outputs is None:
                     outputs = np.empty((len(dataset), *values.shape[1:]), dtype=values.dtype)
                 outputs[batch["index"].cpu().numpy()] = values
         return outputs if outputs is not None else np.zeros(0)
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    """A batch value on the device: tensors move, host integers (the collator's ``target_start``) stay."""
-    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def _sequence_log_prob(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -68,18 +68,25 @@ def test_title_loss_equals_the_lm_loss_on_the_labelled_tokens(tokenizer, model):
         expected = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
         torch.testing.assert_close(title_loss(model, batch), expected)
         # Without the collator's host integer the window is found from the labels: the same loss.
-        torch.testing.assert_close(title_loss(model, {k: v for k, v in batch.items() if k != TARGET_START}), expected)
+        torch.testing.assert_close(
+            title_loss(model, {k: v for k, v in batch.items() if k != TARGET_START}), expected
+        )
 
 
 def test_title_loss_reads_nothing_back_from_the_device(tokenizer, model):
     task = NextItemTask(tokenizer, PROMPT, ITEMS)
     batch = next(iter(make_loader(task.dataset(EXAMPLES, train=True), tokenizer, batch_size=2, train=False)))
-    ours = lambda log: [site.split(":")[0] for _, _, site in log.reads if site.startswith("peftrec/")]  # noqa: E731
-    with torch.no_grad(), recording_host_reads() as log:  # (transformers' plain sdpa mask reads too: not ours)
+    # Only peftrec's own reads count: transformers' plain sdpa mask reads too.
+    with torch.no_grad(), recording_host_reads() as log:
         title_loss(model, mark(batch))
-        assert ours(log) == []
+        assert peftrec_reads(log) == []
         title_loss(model, mark({k: v for k, v in batch.items() if k != TARGET_START}))
-        assert ours(log) == ["peftrec/tasks/generative.py"]
+        assert peftrec_reads(log) == ["peftrec/tasks/generative.py"]
+
+
+def peftrec_reads(log) -> list[str]:
+    """The files of peftrec's own host reads in ``log``, in order."""
+    return [site.split(":")[0] for _, _, site in log.reads if site.startswith("peftrec/")]
 
 
 def test_candidate_ranks_count_ties_against_the_target():

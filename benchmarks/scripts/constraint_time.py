@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from transformers import AutoConfig
 
 from peftrec.__main__ import register_recipes
 from peftrec.fastpaths import Bench
@@ -34,8 +35,9 @@ def main() -> None:
     register_recipes()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("fastpaths", overrides=["recipe=lora_generative"])
-    task = Bench(cfg).task
-    trie, vocab = task.trie, len(task.tokenizer)
+    bench = Bench(cfg)
+    # The logits' width is the model's output size, which can differ from the tokenizer's length.
+    trie, vocab = bench.task.trie, AutoConfig.from_pretrained(bench.model_path).vocab_size
     rng = np.random.default_rng(0)
     targets = [trie.target(entry)[:-1] for entry in range(len(trie))]
     print(

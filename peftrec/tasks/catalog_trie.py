@@ -403,31 +403,21 @@ class CatalogConstraint(LogitsProcessor):
         self.prompt_length = int(prompt_length)
         self.num_beams = int(num_beams)
         self.excluded = None if excluded is None else [_entry_set(ex, trie) for ex in excluded]
-        # Per example: how many excluded entries sit at or below each node (only nodes on their paths).
-        self._excluded_below: list[dict[int, int]] = []
+        # Per example, the exclusion rule as two node sets: nodes a beam may not enter (every entry at or
+        # below them excluded) and nodes where it may not write eos (every entry ending there excluded).
+        # Only nodes on an excluded entry's path can be in either.
+        self._closed: list[frozenset[int]] = []
+        self._no_eos: list[frozenset[int]] = []
         for entries in self.excluded or ():
-            counts: dict[int, int] = {}
+            below: dict[int, int] = {}
             for entry in entries:
                 for node in trie.path(entry):
-                    counts[node] = counts.get(node, 0) + 1
-            self._excluded_below.append(counts)
+                    below[node] = below.get(node, 0) + 1
+            self._closed.append(frozenset(n for n, count in below.items() if count == trie.entries_below(n)))
+            self._no_eos.append(
+                frozenset(n for n in below if trie.entries_at(n) and entries.issuperset(trie.entries_at(n)))
+            )
         self._cache: dict[tuple[int, int], torch.Tensor] = {}  # (example, node) -> allowed ids
-        # The exclusions as device lookups, keyed example * nodes + node: nodes a beam may not enter
-        # (every entry at or below them excluded) and nodes where it may not write eos (every entry
-        # ending there excluded).
-        nodes = trie.num_nodes
-        self._closed = sorted(
-            example * nodes + node
-            for example, counts in enumerate(self._excluded_below)
-            for node, count in counts.items()
-            if count == trie.entries_below(node)
-        )
-        self._no_eos = sorted(
-            example * nodes + node
-            for example, counts in enumerate(self._excluded_below)
-            for node in counts
-            if trie.entries_at(node) and all(e in self.excluded[example] for e in trie.entries_at(node))
-        )
         self._device_exclusions: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -466,12 +456,16 @@ class CatalogConstraint(LogitsProcessor):
         return out
 
     def _exclusions(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The closed and no-eos keys on ``device`` (copied there once per search)."""
+        """The closed and no-eos node sets as sorted keys ``example * nodes + node`` on ``device`` (copied
+        there once per search)."""
         if device not in self._device_exclusions:
-            self._device_exclusions[device] = (
-                torch.tensor(self._closed, dtype=torch.long).to(device),
-                torch.tensor(self._no_eos, dtype=torch.long).to(device),
-            )
+            nodes = self.trie.num_nodes
+
+            def keys(sets: list[frozenset[int]]) -> torch.Tensor:
+                flat = sorted(example * nodes + node for example, found in enumerate(sets) for node in found)
+                return torch.tensor(flat, dtype=torch.long).to(device)
+
+            self._device_exclusions[device] = (keys(self._closed), keys(self._no_eos))
         return self._device_exclusions[device]
 
     def allowed_ids(self, example: int, node: int) -> torch.Tensor:
@@ -485,16 +479,14 @@ class CatalogConstraint(LogitsProcessor):
         Returns:
             The allowed ids (shared: do not modify them).
         """
-        counts = self._excluded_below[example] if self.excluded is not None else {}
-        if not counts.get(node, 0):
-            return self.trie.allowed_ids(node, allow_eos=True)  # nothing excluded down here
+        if self.excluded is None:
+            return self.trie.allowed_ids(node, allow_eos=True)
         key = (example, node)
         ids = self._cache.get(key)
         if ids is None:
-            trie = self.trie
-            tokens = [t for t, c in trie.children(node).items() if counts.get(c, 0) < trie.entries_below(c)]
-            ends = trie.entries_at(node)
-            if ends and not all(entry in self.excluded[example] for entry in ends):
+            closed, trie = self._closed[example], self.trie
+            tokens = [t for t, child in trie.children(node).items() if child not in closed]
+            if trie.entries_at(node) and node not in self._no_eos[example]:
                 tokens.append(trie.eos_token_id)
             ids = torch.tensor(sorted(tokens), dtype=torch.long)
             self._cache[key] = ids
