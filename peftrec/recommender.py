@@ -51,7 +51,7 @@ from peftrec.errors import PeftrecError
 from peftrec.methods import load_head
 from peftrec.models import load_base_model, load_tokenizer, resolve_precision
 from peftrec.paths import RECIPE_FILE
-from peftrec.tasks.generative import NextItemTask, target_window
+from peftrec.tasks.generative import NextItemTask, target_logits
 from peftrec.tasks.label_task import LabelWordTask
 from peftrec.tasks.rating import RatingTask
 
@@ -671,14 +671,10 @@ class Recommender:
 def _sequence_log_prob(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Per row, the summed log-probability of the tokens whose ``labels`` are not -100.
 
-    Only positions from the earliest target on go through the LM head (as in the title loss); virtual
-    tokens of prompt tuning sit at the front, so the last positions are still the input's own.
+    Only positions from the earliest target on go through the LM head, as in the title loss.
     """
-    labels = batch["labels"]
-    keep = target_window(batch)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-    log_probs = out.logits[:, -keep:-1].float().log_softmax(dim=-1)
-    targets = labels[:, -keep + 1 :]
+    logits, targets = target_logits(model, batch)
+    log_probs = logits.log_softmax(dim=-1)
     mask = targets != -100
     picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (picked * mask).sum(dim=1)

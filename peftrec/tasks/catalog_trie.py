@@ -98,7 +98,6 @@ class CatalogTrie:
         self._num_titles = sum(1 for e in self._ends if e)
         self._max_length = max(len(t) for t in self._targets)
         self._max_token_id = max(max(t) for t in self._targets)
-        self._allowed_cache: dict[tuple[int, bool], torch.Tensor] = {}
         self._tensors: dict[tuple[torch.device, int], TrieTensors] = {}
 
     @classmethod
@@ -230,27 +229,7 @@ class CatalogTrie:
         node = self.node_after(prefix)
         if node is None:
             return []
-        return self.allowed_ids(node, allow_eos=True).tolist()
-
-    def allowed_ids(self, node: int, *, allow_eos: bool) -> torch.Tensor:
-        """Allowed next tokens at ``node`` as a cached CPU LongTensor (sorted).
-
-        Args:
-            node: a node id from :meth:`node`.
-            allow_eos: whether eos may end a title here (where one ends).
-
-        Returns:
-            The tensor (shared: do not modify it).
-        """
-        key = (node, allow_eos)
-        ids = self._allowed_cache.get(key)
-        if ids is None:
-            tokens = list(self._children[node])
-            if allow_eos and self._ends[node]:
-                tokens.append(self._eos)
-            ids = torch.tensor(sorted(tokens), dtype=torch.long)
-            self._allowed_cache[key] = ids
-        return ids
+        return sorted([*self._children[node], *([self._eos] if self._ends[node] else [])])
 
     def node_after(self, generated: Sequence[int]) -> int | None:
         """Node a generated prefix has reached, for choosing its next token.
@@ -403,21 +382,21 @@ class CatalogConstraint(LogitsProcessor):
         self.prompt_length = int(prompt_length)
         self.num_beams = int(num_beams)
         self.excluded = None if excluded is None else [_entry_set(ex, trie) for ex in excluded]
-        # Per example, the exclusion rule as two node sets: nodes a beam may not enter (every entry at or
-        # below them excluded) and nodes where it may not write eos (every entry ending there excluded).
-        # Only nodes on an excluded entry's path can be in either.
-        self._closed: list[frozenset[int]] = []
-        self._no_eos: list[frozenset[int]] = []
-        for entries in self.excluded or ():
+        # The exclusion rule as two sorted key lists, ``example * nodes + node``: nodes a beam may not enter
+        # (every entry at or below them excluded) and nodes where it may not write eos (every entry ending
+        # there excluded). Only nodes on an excluded entry's path can be in either.
+        self._closed: list[int] = []
+        self._no_eos: list[int] = []
+        for example, entries in enumerate(self.excluded or ()):
             below: dict[int, int] = {}
             for entry in entries:
                 for node in trie.path(entry):
                     below[node] = below.get(node, 0) + 1
-            self._closed.append(frozenset(n for n, count in below.items() if count == trie.entries_below(n)))
-            self._no_eos.append(
-                frozenset(n for n in below if trie.entries_at(n) and entries.issuperset(trie.entries_at(n)))
+            at = example * trie.num_nodes
+            self._closed += sorted(at + n for n, count in below.items() if count == trie.entries_below(n))
+            self._no_eos += sorted(
+                at + n for n in below if trie.entries_at(n) and entries.issuperset(trie.entries_at(n))
             )
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}  # (example, node) -> allowed ids
         self._device_exclusions: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -456,41 +435,13 @@ class CatalogConstraint(LogitsProcessor):
         return out
 
     def _exclusions(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The closed and no-eos node sets as sorted keys ``example * nodes + node`` on ``device`` (copied
-        there once per search)."""
+        """The closed and no-eos keys on ``device`` (copied there once per search)."""
         if device not in self._device_exclusions:
-            nodes = self.trie.num_nodes
-
-            def keys(sets: list[frozenset[int]]) -> torch.Tensor:
-                flat = sorted(example * nodes + node for example, found in enumerate(sets) for node in found)
-                return torch.tensor(flat, dtype=torch.long).to(device)
-
-            self._device_exclusions[device] = (keys(self._closed), keys(self._no_eos))
+            self._device_exclusions[device] = (
+                torch.tensor(self._closed, dtype=torch.long).to(device),
+                torch.tensor(self._no_eos, dtype=torch.long).to(device),
+            )
         return self._device_exclusions[device]
-
-    def allowed_ids(self, example: int, node: int) -> torch.Tensor:
-        """Tokens example ``example`` may write at ``node``, as a CPU LongTensor (sorted): the rule the
-        device mask of :meth:`__call__` applies to every row at once, one node at a time on the host.
-
-        Args:
-            example: index of the example in the batch.
-            node: a trie node.
-
-        Returns:
-            The allowed ids (shared: do not modify them).
-        """
-        if self.excluded is None:
-            return self.trie.allowed_ids(node, allow_eos=True)
-        key = (example, node)
-        ids = self._cache.get(key)
-        if ids is None:
-            closed, trie = self._closed[example], self.trie
-            tokens = [t for t, child in trie.children(node).items() if child not in closed]
-            if trie.entries_at(node) and node not in self._no_eos[example]:
-                tokens.append(trie.eos_token_id)
-            ids = torch.tensor(sorted(tokens), dtype=torch.long)
-            self._cache[key] = ids
-        return ids
 
 
 def _entry_set(entries: Collection[int], trie: CatalogTrie) -> frozenset[int]:

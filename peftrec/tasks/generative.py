@@ -246,31 +246,33 @@ class NextItemTask:
         )
 
 
-def target_window(batch: Mapping[str, torch.Tensor | int]) -> int:
-    """How many of the batch's last positions the LM head must see for its labels: from the one before
-    the earliest target on (the logit at position p predicts the token at p + 1).
+def target_logits(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor | int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM's float logits at the positions that predict labelled tokens, and the labels they predict.
 
-    The earliest target comes from the collator's host integer (``target_start``); a batch built
-    another way has it found from the labels, which on a GPU makes the host wait for the device.
+    Only the positions from the one before the earliest target on go through the LM head (an integer
+    ``logits_to_keep`` keeps the last N positions; virtual tokens of prompt tuning sit at the front, so
+    the last N positions are still the input's own). The earliest target comes from the collator's host
+    integer (``target_start``); a batch built another way has it found from the labels, which on a GPU
+    makes the host wait for the device.
+
+    Returns:
+        ``(logits, targets)``: ``(batch, n, vocab)`` and ``(batch, n)``, -100 where nothing is predicted.
     """
     labels = batch["labels"]
     first = batch.get(TARGET_START)
     if first is None:
         first = int((labels != -100).float().argmax(dim=1).min())
-    return labels.shape[1] - first + 1
+    keep = labels.shape[1] - first + 1  # the logit at position p predicts the token at p + 1
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    return out.logits[:, -keep:-1].float(), labels[:, -keep + 1 :]
 
 
 def title_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor | int]) -> torch.Tensor:
-    """Token-level cross-entropy on the positions whose ``labels`` are not -100 (the title and its eos).
-
-    Only the positions from the earliest target onward go through the LM head (an integer
-    ``logits_to_keep`` keeps the last N positions; virtual tokens of prompt tuning sit at the front,
-    so the last N positions are still the input's own).
-    """
-    keep = target_window(batch)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-    logits = out.logits[:, -keep:-1].float()
-    targets = batch["labels"][:, -keep + 1 :]
+    """Token-level cross-entropy on the positions whose ``labels`` are not -100 (the title and its eos),
+    computed on :func:`target_logits` only."""
+    logits, targets = target_logits(model, batch)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
