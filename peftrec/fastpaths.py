@@ -698,18 +698,80 @@ def selected_variants(fp: DictConfig) -> list[Variant]:
     return variants
 
 
+def evaluation_preference(fp: DictConfig, variants: list[Variant]) -> list[str]:
+    """``fastpaths.evaluation_variant`` as a list of variant names, most preferred first.
+
+    Raises:
+        PeftrecError: a name that is no variant (``fast_large_batch`` counts where it is trained)."""
+    chosen = fp.get("evaluation_variant", "fast")
+    preference = [chosen] if isinstance(chosen, str) else list(chosen)
+    trained = [variant.name for variant in variants]
+    unknown = [name for name in preference if name not in VARIANTS and name not in trained]
+    if unknown:
+        raise PeftrecError(
+            f"unknown fast-paths variant(s) {', '.join(unknown)} in fastpaths.evaluation_variant: "
+            f"it takes one of {', '.join(trained)}, or a list of them in order of preference"
+        )
+    if not set(preference) & set(trained):
+        log.warning(
+            "fastpaths.evaluation_variant (%s) names no variant this run trains (%s): "
+            "the evaluation paths are not measured",
+            ", ".join(preference),
+            ", ".join(trained),
+        )
+    return preference
+
+
+def evaluates(name: str, preference: list[str], evaluated: str | None) -> bool:
+    """Whether a variant that just trained gets the evaluation paths: it is on the preference list and no
+    variant preferred to it has been evaluated yet (a later, more preferred one replaces the evaluation, so
+    a failed first choice falls back to the next one that trains)."""
+    if name not in preference:
+        return False
+    return evaluated is None or preference.index(name) < preference.index(evaluated)
+
+
 def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
-    """Measure every variant in ``fastpaths.variants`` and the evaluation paths; write the record."""
+    """Measure every variant in ``fastpaths.variants`` and the evaluation paths; write the record.
+
+    The record is written (atomically) after every variant, with ``complete: false`` and the variants still
+    ``pending``, so a run stopped by a time limit keeps every variant it finished."""
     started = time.perf_counter()
     source = git_commit()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     bench = Bench(cfg)
     primary = cfg.task.select_metric
     variants = selected_variants(cfg.fastpaths)
-    evaluated = cfg.fastpaths.get("evaluation_variant", "fast")
+    preference = evaluation_preference(cfg.fastpaths, variants)
     train_results: dict[str, dict[str, Any]] = {}
     evaluation: dict[str, Any] = {}
-    for variant in variants:
+
+    def save(pending: list[Variant]) -> dict[str, Any]:
+        record = {
+            "kind": "fastpaths",
+            "recipe": HydraConfig.get().runtime.choices.get("recipe"),
+            "task": cfg.task.name,
+            "model": cfg.model.name,
+            "method": HydraConfig.get().runtime.choices.get("peft"),
+            "primary_metric": primary,
+            "complete": not pending,
+            "pending": [variant.name for variant in pending],
+            "split": {"fingerprint": bench.split_fingerprint},
+            "train_examples": len(bench.train_rows),
+            "train": train_results,
+            "vs_baseline": ratios(train_results, primary),
+            "evaluation": evaluation,
+            "precision": bench.precision,
+            "device": device_info(bench.device),
+            "versions": package_versions(),
+            "git": source,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        write_json_atomic(run_dir / "fastpaths.json", record)
+        return record
+
+    for position, variant in enumerate(variants):
         try:
             result, model = bench.train_variant(variant)
         except (RuntimeError, torch.OutOfMemoryError, PeftrecError) as err:  # e.g. compile unsupported here
@@ -719,10 +781,11 @@ def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
                 "error": f"{type(err).__name__}: {err}"[:500],
             }
             release(bench.accelerator, bench.device)
+            save(pending=variants[position + 1 :])
             continue
         train_results[variant.name] = result
         log.info("%s: %s", variant.name, _summary(result, primary))
-        if variant.name == evaluated:
+        if evaluates(variant.name, preference, evaluation.get("variant")):
             evaluation = (
                 bench.beam_search_evaluation(model)
                 if bench.task.scores_by_search
@@ -730,26 +793,8 @@ def run_fastpaths(cfg: DictConfig) -> dict[str, Any]:
             ) | {"variant": variant.name}
         del model
         release(bench.accelerator, bench.device)
-    record = {
-        "kind": "fastpaths",
-        "recipe": HydraConfig.get().runtime.choices.get("recipe"),
-        "task": cfg.task.name,
-        "model": cfg.model.name,
-        "method": HydraConfig.get().runtime.choices.get("peft"),
-        "primary_metric": primary,
-        "split": {"fingerprint": bench.split_fingerprint},
-        "train_examples": len(bench.train_rows),
-        "train": train_results,
-        "vs_baseline": ratios(train_results, primary),
-        "evaluation": evaluation,
-        "precision": bench.precision,
-        "device": device_info(bench.device),
-        "versions": package_versions(),
-        "git": source,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    write_json_atomic(run_dir / "fastpaths.json", record)
+        save(pending=variants[position + 1 :])
+    record = save(pending=[])
     print(markdown(record))
     print(f"\nRecord: {run_dir / 'fastpaths.json'}")
     return record
@@ -790,6 +835,8 @@ def markdown(record: Mapping[str, Any]) -> str:
             lines.append(
                 f"\n{name}: the host waited for the GPU {waits['per_step']} times a timed step: {sites}."
             )
+    if record.get("pending"):
+        lines.append(f"\nIncomplete: the run stopped before {', '.join(record['pending'])}.")
     evaluation = record.get("evaluation") or {}
     if "generation" in evaluation:
         one, gen = evaluation["single_forward"], evaluation["generation"]

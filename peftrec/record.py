@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import torch
 
+from peftrec import __version__
 from peftrec.atomic import write_bytes_atomic
 
 PACKAGES = (
@@ -50,12 +51,16 @@ def package_versions() -> dict[str, str | None]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            # peftrec run from a source tree that is not installed (as on a lent GPU machine)
+            versions[name] = __version__ if name == "peftrec" else None
     return versions
 
 
 def git_commit() -> dict[str, Any]:
-    """The peftrec source commit and whether the tree had uncommitted changes (None outside a checkout)."""
+    """The peftrec source commit and whether the tree had uncommitted changes.
+
+    Outside a checkout: ``$PEFTREC_SOURCE_COMMIT`` if set (the commit the tree was copied from), else None;
+    ``dirty`` is then unknown (None)."""
     source = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
@@ -70,7 +75,8 @@ def git_commit() -> dict[str, Any]:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        # A copy of the tree without its .git (a lent GPU machine): the commit its sender named, if any.
+        return {"commit": os.environ.get("PEFTREC_SOURCE_COMMIT") or None, "dirty": None}
     return {"commit": sha, "dirty": bool(dirty)}
 
 

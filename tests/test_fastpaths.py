@@ -28,6 +28,8 @@ from peftrec.fastpaths import (
     HostWaits,
     StepLog,
     Variant,
+    evaluates,
+    evaluation_preference,
     fixed_length,
     full_lm_dataset,
     logged,
@@ -218,6 +220,24 @@ def test_variants_add_the_large_batch_runs_asked_for_and_refuse_unknown_names():
         selected_variants(OmegaConf.merge(fp, {"variants": ["fast", "compiled"]}))
 
 
+def test_the_evaluated_variant_is_the_most_preferred_one_trained_so_far():
+    fp = OmegaConf.create({"evaluation_variant": ["cuda_graphs", "compile", "fast"]})
+    variants = [VARIANTS[name] for name in ("baseline", "fast", "compile", "cuda_graphs")]
+    preference = evaluation_preference(fp, variants)
+    assert preference == ["cuda_graphs", "compile", "fast"]
+    assert not evaluates("baseline", preference, None)  # not on the list
+    assert evaluates("fast", preference, None)  # the first listed one to train
+    assert evaluates("compile", preference, "fast") and evaluates("cuda_graphs", preference, "compile")
+    assert not evaluates("fast", preference, "compile") and not evaluates("compile", preference, "compile")
+    assert evaluation_preference(OmegaConf.create({"evaluation_variant": "fast"}), variants) == ["fast"]
+    large = [*variants, replace(VARIANTS["fast"], name="fast_large_batch", batch_size=256)]
+    assert evaluation_preference(OmegaConf.create({"evaluation_variant": "fast_large_batch"}), large) == [
+        "fast_large_batch"
+    ]
+    with pytest.raises(PeftrecError, match="unknown fast-paths variant.*cuda_graph in fastpaths.evaluation_variant"):
+        evaluation_preference(OmegaConf.create({"evaluation_variant": ["cuda_graph", "fast"]}), variants)
+
+
 def test_logged_records_rows_tokens_and_logit_positions():
     steps = StepLog.empty()
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
@@ -316,6 +336,7 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
     )
     assert record["kind"] == "fastpaths" and record["task"] == "click" and record["precision"] == "fp32"
     assert record["recipe"] == "lora_click" and record["primary_metric"] == "auc"
+    assert record["complete"] is True and record["pending"] == []
     train = record["train"]
     assert list(train) == ["baseline", "fast", "fixed_padding"]
     switches = train["baseline"]["switches"]
@@ -422,3 +443,45 @@ def test_prefix_beam_search_bench_fails_each_variant_before_timing_where_generat
     assert "pip install 'transformers<5.24'" in fast["error"] and "train_samples_per_s" not in fast
     assert record["evaluation"] == {}
     assert "Training fast:" not in proc.stdout + proc.stderr  # refused before its steps, not after them at the test
+
+
+def test_a_killed_run_keeps_the_variants_it_finished_and_a_failed_first_choice_falls_back_to_the_next(
+    tiny_model_dir, toy_csv, tmp_path
+):
+    # The first choice for the evaluation fails; the third variant's process is killed outright (SIGKILL,
+    # as a lease's time limit may): the record written after each variant must survive with what finished.
+    run_dir = tmp_path / "run"
+    planted = (
+        "import os, signal\n"
+        "from peftrec import fastpaths\n"
+        "original = fastpaths.Bench.train_variant\n"
+        "def train_variant(self, variant):\n"
+        "    if variant.name == 'fixed_padding':\n"
+        "        raise RuntimeError('planted failure')\n"
+        "    if variant.name == 'eager_attention':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return original(self, variant)\n"
+        "fastpaths.Bench.train_variant = train_variant\n"
+        "fastpaths.main()\n"
+    )
+    proc = fastpaths(
+        *toy_overrides(
+            tiny_model_dir, toy_csv, run_dir, "fastpaths.batch_size=8", "fastpaths.train_steps=2",
+            "fastpaths.warmup_steps=1", "fastpaths.variants=[fixed_padding,fast,eager_attention]",
+            "fastpaths.evaluation_variant=[fixed_padding,fast]",
+        ),
+        cwd=tmp_path,
+        entry=("-c", planted),
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    record = json.loads((run_dir / "fastpaths.json").read_text())
+    assert record["complete"] is False and record["pending"] == ["eager_attention"]
+    assert list(record["train"]) == ["fixed_padding", "fast"]
+    assert record["train"]["fixed_padding"]["error"] == "RuntimeError: planted failure"
+    fast = record["train"]["fast"]
+    assert fast["timed_steps"] == 2 and 0 <= fast["test"]["metrics"]["auc"] <= 1
+    evaluation = record["evaluation"]
+    assert evaluation["variant"] == "fast"  # the next choice, once the first failed
+    assert evaluation["single_forward"]["auc"] == pytest.approx(fast["test"]["metrics"]["auc"], abs=1e-9)
+    assert record["vs_baseline"] == {}  # no baseline in this run
+    assert "\nIncomplete: the run stopped before eager_attention." in markdown(record)
