@@ -11,7 +11,8 @@ trains the recipe's head several times from the same seed, on the same split and
   label-word logits for click and rating, the title tokens for next-item), length-grouped batches padded
   to their own longest row, SDPA attention.
 - ``full_lm_loss``, ``fixed_padding``, ``eager_attention``: ``fast`` with one part taken back;
-  ``gradient_checkpointing``: ``fast`` with the knob on;
+  ``gradient_checkpointing``: ``fast`` with the knob on; ``checkpointing_every_4``: on every fourth decoder
+  layer only (``model.gradient_checkpointing_every=4``);
 - ``compile``: ``fast`` compiled by region (:mod:`peftrec.compiling`, dynamic shapes); ``cuda_graphs``: the
   same in torch.compile's ``reduce-overhead`` mode (CUDA graphs), batches padded to a multiple of 32 so
   few shapes are recorded. Steps in which a graph was compiled are left out of the timing and counted;
@@ -69,7 +70,7 @@ from peftrec.errors import PeftrecError
 from peftrec.flops import mfu, model_shape, throughput_mfu
 from peftrec.methods import apply_head, runtime_head_values
 from peftrec.methods.generation_compat import check_multi_step_generation
-from peftrec.models import load_base_model, load_tokenizer, resolve_precision
+from peftrec.models import checkpointed_layers, load_base_model, load_tokenizer, resolve_precision
 from peftrec.paths import CONF_DIR
 from peftrec.record import MemoryMonitor, device_info, git_commit, package_versions, write_json_atomic
 from peftrec.run import (
@@ -97,6 +98,7 @@ class Variant:
         padding: ``grouped`` (length-grouped batches, each padded to its longest row) or ``fixed``.
         attention: ``sdpa`` or ``eager``.
         gradient_checkpointing: recompute activations in the backward pass.
+        gradient_checkpointing_every: with ``gradient_checkpointing``, only every this many decoder layers.
         compile_mode: compile the model by region in this torch.compile mode (None: eager).
         pad_to_multiple_of: ``grouped`` batches are padded to their longest row rounded up to this.
         batch_size: rows per step (None: ``fastpaths.batch_size``).
@@ -107,6 +109,7 @@ class Variant:
     padding: str = "grouped"
     attention: str = "sdpa"
     gradient_checkpointing: bool = False
+    gradient_checkpointing_every: int = 1
     compile_mode: str | None = None
     pad_to_multiple_of: int = 8
     batch_size: int | None = None
@@ -120,6 +123,9 @@ VARIANTS = {
     "fixed_padding": replace(FAST, name="fixed_padding", padding="fixed"),
     "eager_attention": replace(FAST, name="eager_attention", attention="eager"),
     "gradient_checkpointing": replace(FAST, name="gradient_checkpointing", gradient_checkpointing=True),
+    "checkpointing_every_4": replace(
+        FAST, name="checkpointing_every_4", gradient_checkpointing=True, gradient_checkpointing_every=4
+    ),
     "compile": replace(FAST, name="compile", compile_mode="default"),
     "cuda_graphs": replace(FAST, name="cuda_graphs", compile_mode="reduce-overhead", pad_to_multiple_of=32),
 }
@@ -400,6 +406,7 @@ class Bench:
             precision=self.precision,
             attn_implementation=variant.attention,
             gradient_checkpointing=variant.gradient_checkpointing,
+            gradient_checkpointing_every=variant.gradient_checkpointing_every,
             quantization=self.cfg.model.get("quantization"),
             device=self.device,
         )
@@ -494,6 +501,7 @@ class Bench:
         result = {
             "switches": asdict(variant) | {"batch_size": batch_size},
             "fixed_length": fixed_length(rows) if variant.padding == "fixed" else None,
+            "checkpointed_layers": len(checkpointed_layers(self.accelerator.unwrap_model(model))),
             "timed_steps": len(steps.timed_steps(fp.warmup_steps)),
             **timed.as_dict("train"),
             **(steps.compiling(fp.warmup_steps) if variant.compile_mode else {}),

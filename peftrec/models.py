@@ -15,6 +15,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from peftrec.attention import loaded_implementation
 from peftrec.errors import PeftrecError
@@ -106,6 +107,7 @@ def load_base_model(
     precision: str,
     attn_implementation: str = "sdpa",
     gradient_checkpointing: bool = False,
+    gradient_checkpointing_every: int = 1,
     quantization: str | None = None,
     device: torch.device | str | None = None,
 ) -> PreTrainedModel:
@@ -127,6 +129,8 @@ def load_base_model(
             :data:`peftrec.attention.SDPA_WITHOUT_HOST_READS`: the same attention, with a mask that is
             built without the host reading the batch in every forward pass.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
+        gradient_checkpointing_every: with ``gradient_checkpointing``, checkpoint every this many decoder layers
+            (1: all of them; 4: layers 0, 4, 8, ...): memory and recomputation both scale with the share.
         quantization: ``None``, ``"4bit"`` or ``"8bit"`` (needs ``pip install "peftrec[quant]"``).
         device: where a quantised model is placed (bitsandbytes quantises as it loads); default CPU.
 
@@ -161,11 +165,56 @@ def load_base_model(
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     if gradient_checkpointing:
+        checkpoint_only_every(model, gradient_checkpointing_every)
         # With a frozen embedding the checkpointed blocks would see inputs that need no grad and
         # skip the backward through them; this makes the embedding output require grad.
         model.enable_input_require_grads()
     model.config.use_cache = False
     return model
+
+
+def checkpoint_only_every(model: torch.nn.Module, every: int) -> list[int]:
+    """Keep gradient checkpointing on every ``every``-th decoder layer only (0, every, 2 * every, ...).
+
+    Layer-wise selective checkpointing (torchtitan's ``selective_ac_option``): each layer holds the same
+    activations, so checkpointing a share of them saves that share of activation memory for that share of
+    recomputed forward passes. Op-level selection (``torch.utils.checkpoint`` policies) decides per op in
+    Python, which costs an eager step as much time as checkpointing everything; whole layers cost nothing.
+
+    Args:
+        model: a transformers model on which gradient checkpointing is enabled.
+        every: 1 keeps every layer checkpointed.
+
+    Returns:
+        The indices of the layers left checkpointed.
+
+    Raises:
+        PeftrecError: ``every`` is below 1, or above 1 for a model with no layer that transformers
+            checkpoints one by one.
+    """
+    if every < 1:
+        raise PeftrecError(
+            f"model.gradient_checkpointing_every={every}: it must be 1 (every decoder layer) or more (every n-th one)"
+        )
+    layers = _checkpointing_layers(model)
+    if not any(layer.gradient_checkpointing for layer in layers) and every > 1:
+        raise PeftrecError(
+            f"{type(model).__name__} has no decoder layer with gradient checkpointing on: "
+            "set model.gradient_checkpointing_every=1 for this model"
+        )
+    for index, layer in enumerate(layers):
+        layer.gradient_checkpointing = layer.gradient_checkpointing and index % every == 0
+    return checkpointed_layers(model)
+
+
+def checkpointed_layers(model: torch.nn.Module) -> list[int]:
+    """The indices of the decoder layers that recompute their forward pass in the backward pass."""
+    return [index for index, layer in enumerate(_checkpointing_layers(model)) if layer.gradient_checkpointing]
+
+
+def _checkpointing_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers transformers can checkpoint one by one (its decoder layers), in order."""
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
 def bnb_config(quantization: str, *, compute_dtype: torch.dtype) -> BitsAndBytesConfig:

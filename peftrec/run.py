@@ -154,6 +154,7 @@ def run(cfg: DictConfig) -> float:
         precision=precision,
         attn_implementation=cfg.model.attn_implementation,
         gradient_checkpointing=cfg.model.gradient_checkpointing and training,
+        gradient_checkpointing_every=cfg.model.get("gradient_checkpointing_every", 1),
         quantization=cfg.model.get("quantization"),
         device=device,
     )

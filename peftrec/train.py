@@ -416,7 +416,8 @@ def _out_of_memory_names_the_knobs(phase: str, batch: Batch) -> Iterator[None]:
         rows, length = batch["input_ids"].shape
         knobs = (
             "lower trainer.batch_size (and raise trainer.grad_accum to keep the effective batch), set "
-            "model.gradient_checkpointing=true, or load the base in 4-bit (model.quantization=4bit, as "
+            "model.gradient_checkpointing=true (model.gradient_checkpointing_every=4 checkpoints a quarter of the "
+            "layers, for a quarter of the recomputation), or load the base in 4-bit (model.quantization=4bit, as "
             "recipe=qlora_click does)"
             if phase == "training"
             else "lower trainer.eval_batch_size (for beam search also task.num_beams)"

@@ -332,13 +332,13 @@ def toy_click_bench(
 def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, toy_csv, tmp_path):
     run_dir = tmp_path / "run"
     proc, record = toy_click_bench(
-        tiny_model_dir, toy_csv, run_dir, 2, "fastpaths.variants=[baseline,fast,fixed_padding]"
+        tiny_model_dir, toy_csv, run_dir, 2, "fastpaths.variants=[baseline,fast,fixed_padding,checkpointing_every_4]"
     )
     assert record["kind"] == "fastpaths" and record["task"] == "click" and record["precision"] == "fp32"
     assert record["recipe"] == "lora_click" and record["primary_metric"] == "auc"
     assert record["complete"] is True and record["pending"] == []
     train = record["train"]
-    assert list(train) == ["baseline", "fast", "fixed_padding"]
+    assert list(train) == ["baseline", "fast", "fixed_padding", "checkpointing_every_4"]
     switches = train["baseline"]["switches"]
     assert (switches["loss"], switches["padding"], switches["attention"]) == ("full_lm", "fixed", "eager")
     assert train["fast"]["switches"] == {
@@ -347,11 +347,14 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
         "padding": "grouped",
         "attention": "sdpa",
         "gradient_checkpointing": False,
+        "gradient_checkpointing_every": 1,
         "compile_mode": None,
         "pad_to_multiple_of": 8,
         "batch_size": 8,
     }
     assert train["fixed_padding"]["switches"]["padding"] == "fixed"
+    # The tiny model's two decoder layers: every fourth one from the first is layer 0 alone.
+    assert [res["checkpointed_layers"] for res in train.values()] == [0, 0, 0, 1]
     for name, res in train.items():
         assert "error" not in res, name
         assert res["switches"]["batch_size"] == 8
@@ -369,7 +372,7 @@ def test_fastpaths_runs_baseline_fast_and_fixed_padding_on_cpu(tiny_model_dir, t
         assert train[name]["computed_tokens_per_sample"] == length  # every row padded to it
     assert train["baseline"]["fixed_length"] >= train["fixed_padding"]["fixed_length"]
     assert train["fast"]["fixed_length"] is None
-    assert set(record["vs_baseline"]) == {"fast", "fixed_padding"}
+    assert set(record["vs_baseline"]) == {"fast", "fixed_padding", "checkpointing_every_4"}
     for ratio in record["vs_baseline"].values():
         assert ratio["samples_per_s_x"] > 0 and ratio["peak_memory_x"] > 0
         assert set(ratio) == {"samples_per_s_x", "peak_memory_x", "test_auc_minus_baseline"}

@@ -98,7 +98,7 @@ fastpaths() {  # name cap overrides...: a fast-paths run whose record goes to $O
 
 run_step() {
     case $1 in
-        click) fastpaths click 330 recipe=lora_click "fastpaths.variants=[baseline,fast,cuda_graphs]" \
+        click) fastpaths click 330 recipe=lora_click "fastpaths.variants=[baseline,fast,cuda_graphs,checkpointing_every_4]" \
             fastpaths.large_batch_size=256 "fastpaths.large_batch_variants=[fast,cuda_graphs,compile]" \
             "fastpaths.evaluation_variant=[cuda_graphs,fast_large_batch]" ;;
         generative) fastpaths generative 200 recipe=lora_generative "fastpaths.variants=[baseline,fast]" \
