@@ -21,15 +21,12 @@ import weakref
 from dataclasses import replace
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from peftrec.__main__ import register_recipes
 from peftrec.fastpaths import FAST, Bench, variant_loader
-from peftrec.paths import CONF_DIR
 
 MIB = 1 << 20
 
@@ -65,17 +62,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, nargs="+", default=[1, 2, 4], help="checkpoint every n-th layer")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    register_recipes()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("fastpaths", overrides=["recipe=lora_click"])
-    bench = Bench(cfg)
+    bench = Bench.from_overrides("recipe=lora_click")
     loader = variant_loader(
         bench.train_rows, bench.tokenizer, FAST, batch_size=args.batch_size, seed=0, pin_memory=False
     )
     batch = {k: v.to(bench.device) if hasattr(v, "to") else v for k, v in next(iter(loader)).items()}
     rows, length = batch["input_ids"].shape
     print(
-        f"{cfg.model.name}, LoRA, {bench.precision}, {bench.device.type}: one batch of {rows} x {length} tokens"
+        f"{bench.cfg.model.name}, LoRA, {bench.precision}, {bench.device.type}: one batch of {rows} x {length} tokens"
     )
     print("| checkpointing | peak tensor memory | x none | step seconds | x none |")
     print("|---|---|---|---|---|")

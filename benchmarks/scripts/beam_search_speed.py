@@ -10,12 +10,8 @@ the time and the first user's ranked entries, so two versions of the code can be
 import argparse
 import time
 
-from hydra import compose, initialize_config_dir
-
-from peftrec.__main__ import register_recipes
 from peftrec.batching import make_loader
 from peftrec.fastpaths import VARIANTS, Bench
-from peftrec.paths import CONF_DIR
 from peftrec.train import predict
 
 
@@ -25,10 +21,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    register_recipes()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("fastpaths", overrides=["recipe=lora_generative"])
-    bench = Bench(cfg)
+    bench = Bench.from_overrides("recipe=lora_generative")
     model = bench.accelerator.prepare(bench.model(VARIANTS["fast"]))
     rows = bench.test_rows.select(range(args.users))
     score = bench.task.scorer(bench.examples["test"].iloc[: args.users])

@@ -13,14 +13,11 @@ import statistics
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-from peftrec.__main__ import register_recipes
 from peftrec.batching import EpochLengthGroupedSampler, model_columns, padding_collator
 from peftrec.fastpaths import Bench
-from peftrec.paths import CONF_DIR
 
 
 def main() -> None:
@@ -29,10 +26,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--batches", type=int, default=30)
     args = parser.parse_args()
-    register_recipes()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("fastpaths", overrides=args.overrides)
-    bench = Bench(cfg)
+    bench = Bench.from_overrides(*args.overrides)
     rows, tokenizer = bench.train_rows, bench.tokenizer
     token_labels = isinstance(rows[0]["labels"], list)
     reference = (
@@ -62,7 +56,7 @@ def main() -> None:
             )
         median = {name: 1000 * statistics.median(t) for name, t in times.items()}
         print(
-            f"batch {batch_size} ({cfg.task.name}, {args.batches} batches, same tensors): transformers "
+            f"batch {batch_size} ({bench.cfg.task.name}, {args.batches} batches, same tensors): transformers "
             f"{median['transformers']:.1f} ms, peftrec {median['peftrec']:.1f} ms per batch "
             f"({median['transformers'] / median['peftrec']:.1f}x)"
         )

@@ -14,12 +14,9 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoConfig
 
-from peftrec.__main__ import register_recipes
 from peftrec.fastpaths import Bench
-from peftrec.paths import CONF_DIR
 from peftrec.tasks.catalog_trie import CatalogConstraint
 
 PROMPT = 8  # prompt columns before the generated ones
@@ -32,10 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    register_recipes()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("fastpaths", overrides=["recipe=lora_generative"])
-    bench = Bench(cfg)
+    bench = Bench.from_overrides("recipe=lora_generative")
     # The logits' width is the model's output size, which can differ from the tokenizer's length.
     trie, vocab = bench.task.trie, AutoConfig.from_pretrained(bench.model_path).vocab_size
     rng = np.random.default_rng(0)

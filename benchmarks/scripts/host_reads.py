@@ -13,14 +13,11 @@ by the line of code that made it.
 import argparse
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from peftrec.__main__ import register_recipes
 from peftrec.batching import make_loader
 from peftrec.fastpaths import VARIANTS, Bench, variant_loader
 from peftrec.host_reads import mark_loader, recording_host_reads
-from peftrec.paths import CONF_DIR
 from peftrec.train import TrainSettings, predict, train
 
 
@@ -31,10 +28,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--log-every", type=int, default=10, help="the loop's trainer.log_every")
     args = parser.parse_args()
-    register_recipes()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("fastpaths", overrides=args.overrides)
-    bench = Bench(cfg)
+    bench = Bench.from_overrides(*args.overrides)
+    cfg = bench.cfg
     fast = VARIANTS["fast"]
     model = bench.model(fast)
     loader = variant_loader(
