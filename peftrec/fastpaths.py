@@ -356,6 +356,15 @@ def release(accelerator: Accelerator, device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def bench_config(*overrides: str) -> DictConfig:
+    """The config of ``python -m peftrec.fastpaths <overrides>``, composed without a run."""
+    from peftrec.__main__ import register_recipes
+
+    register_recipes()
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra.compose("fastpaths", overrides=list(overrides))
+
+
 class Bench:
     """One fast-paths run: the composed config, the split and the task, built once for every variant."""
 
@@ -363,11 +372,7 @@ class Bench:
     def from_overrides(cls, *overrides: str) -> Bench:
         """The bench of ``python -m peftrec.fastpaths <overrides>``, composed without a run folder (for the
         measuring scripts in ``benchmarks/scripts``, which reuse its model, rows and task)."""
-        from peftrec.__main__ import register_recipes
-
-        register_recipes()
-        with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return cls(hydra.compose("fastpaths", overrides=list(overrides)))
+        return cls(bench_config(*overrides))
 
     def __init__(self, cfg: DictConfig):
 
