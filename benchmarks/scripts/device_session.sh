@@ -99,7 +99,7 @@ fastpaths() {  # name cap overrides...: a fast-paths run whose record goes to $O
 run_step() {
     case $1 in
         click) fastpaths click 330 recipe=lora_click "fastpaths.variants=[baseline,fast,cuda_graphs,checkpointing_every_4]" \
-            fastpaths.large_batch_size=256 "fastpaths.large_batch_variants=[fast,cuda_graphs,compile]" \
+            fastpaths.large_batch_size=256 "fastpaths.large_batch_variants=[cuda_graphs,fast,compile]" \
             "fastpaths.evaluation_variant=[cuda_graphs,fast_large_batch]" ;;
         generative) fastpaths generative 200 recipe=lora_generative "fastpaths.variants=[baseline,fast]" \
             fastpaths.train_steps=40 fastpaths.beam_search_users=32 trainer.eval_batch_size=32 ;;
