@@ -138,8 +138,16 @@ def load_base_model(
         The model in eval mode with ``requires_grad=False`` on every parameter.
 
     Raises:
-        PeftrecError: an unknown ``quantization``, or bitsandbytes is not installed.
+        PeftrecError: an unknown ``quantization``, bitsandbytes is not installed, or
+            ``gradient_checkpointing_every`` is below 1.
     """
+    _check_every(gradient_checkpointing_every)  # before the weights load
+    if gradient_checkpointing_every > 1 and not gradient_checkpointing:
+        log.warning(
+            "model.gradient_checkpointing_every=%d has no effect: gradient checkpointing is off "
+            "(model.gradient_checkpointing=false, or a run that does not train)",
+            gradient_checkpointing_every,
+        )
     dtype = DTYPES[precision]
     quant_kwargs = {}
     if quantization is not None:
@@ -192,10 +200,7 @@ def checkpoint_only_every(model: torch.nn.Module, every: int) -> list[int]:
         PeftrecError: ``every`` is below 1, or above 1 for a model with no layer that transformers
             checkpoints one by one.
     """
-    if every < 1:
-        raise PeftrecError(
-            f"model.gradient_checkpointing_every={every}: it must be 1 (every decoder layer) or more (every n-th one)"
-        )
+    _check_every(every)
     layers = _checkpointing_layers(model)
     if not any(layer.gradient_checkpointing for layer in layers) and every > 1:
         raise PeftrecError(
@@ -205,6 +210,13 @@ def checkpoint_only_every(model: torch.nn.Module, every: int) -> list[int]:
     for index, layer in enumerate(layers):
         layer.gradient_checkpointing = layer.gradient_checkpointing and index % every == 0
     return checkpointed_layers(model)
+
+
+def _check_every(every: int) -> None:
+    if every < 1:
+        raise PeftrecError(
+            f"model.gradient_checkpointing_every={every}: it must be 1 (every decoder layer) or more (every n-th one)"
+        )
 
 
 def checkpointed_layers(model: torch.nn.Module) -> list[int]:

@@ -88,3 +88,18 @@ def test_checkpoint_only_every_returns_the_layers_kept_and_refuses_below_one(fiv
     assert checkpoint_only_every(plain, 1) == []
     with pytest.raises(PeftrecError, match="no decoder layer with gradient checkpointing on"):
         checkpoint_only_every(plain, 2)
+
+
+def test_load_base_model_refuses_a_bad_share_before_loading_and_warns_when_checkpointing_is_off(
+    five_layer_dir, tmp_path, caplog
+):
+    with pytest.raises(PeftrecError, match=r"model.gradient_checkpointing_every=0: it must be 1"):
+        load_base_model(tmp_path / "no-model-here", precision="fp32", gradient_checkpointing_every=0)
+    with caplog.at_level("WARNING", logger="peftrec.models"):
+        model = load_base_model(five_layer_dir, precision="fp32", gradient_checkpointing_every=4)
+    assert "model.gradient_checkpointing_every=4 has no effect: gradient checkpointing is off" in caplog.text
+    assert checkpointed_layers(model) == []
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="peftrec.models"):
+        load_base_model(five_layer_dir, precision="fp32", gradient_checkpointing=True, gradient_checkpointing_every=4)
+    assert "has no effect" not in caplog.text

@@ -82,7 +82,7 @@ def main() -> None:
                 FAST, name="checkpointing", gradient_checkpointing=True, gradient_checkpointing_every=every
             )
         )
-        model = bench.model(variant)
+        model = bench.model(variant).to(bench.device)
         model.train()
         layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
         checkpointed = sum(layer.gradient_checkpointing for layer in layers)

@@ -112,6 +112,7 @@ def build(args: argparse.Namespace) -> None:
     """Write ``manifest.json`` and the chunks into ``args.out``; print the call plan."""
     sys.path.insert(0, str(REPO))
     from peftrec.assets import fallback_wheels
+    from peftrec.record import git_commit
 
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "payload"
@@ -121,20 +122,18 @@ def build(args: argparse.Namespace) -> None:
         for name in [*args.models, *args.datasets]:
             for wheel in fallback_wheels(name):
                 shutil.copy2(wheel, stage / "cache" / "wheels" / wheel.name)
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
+        source = git_commit()
         manifest = pack(
             stage,
             args.out,
             args.chunk_mib * MIB,
-            git_commit=commit,
+            git_commit=source["commit"],
             python_version=args.python_version,
             versions=versions,
             models=list(args.models),
             datasets=list(args.datasets),
         )
-    print_plan(args.out, manifest)
+    print_plan(args.out, manifest, dirty=bool(source["dirty"]))
 
 
 def pack(stage: Path, out: Path, chunk_bytes: int, **about: object) -> dict:
@@ -194,16 +193,13 @@ def tree_mib() -> float:
     )
 
 
-def print_plan(out: Path, manifest: dict) -> None:
+def print_plan(out: Path, manifest: dict, *, dirty: bool) -> None:
     tree = tree_mib()
     rel = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     print(
         f"Payload: {manifest['bytes'] / MIB:.1f} MiB in {len(manifest['chunks'])} chunks, sha256 {manifest['sha256'][:16]}..."
     )
     print(f"Working tree: {tree:.1f} MiB travels with every call.")
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
     if dirty:
         print(
             "The tree has uncommitted changes: commit them before the calls, so the records name their code."

@@ -10,9 +10,10 @@
 #
 # Steps, in order of priority (issue 5's targets first), each under its own time limit inside
 # DEVICE_BUDGET_S (default 560 of the call's 600 s); a step that would start with under 30 s left is skipped:
-#   click       fast paths for LoRA click: the baseline, fast and cuda_graphs at batch 64, then fast,
-#               cuda_graphs and compile at batch 256; one forward pass against generation, on the first of
-#               cuda_graphs / fast_large_batch that trains (training x baseline, samples/s, memory, scoring x)
+#   click       fast paths for LoRA click: the baseline, fast, cuda_graphs and checkpointing_every_4 at batch
+#               64, then cuda_graphs, fast and compile at batch 256; one forward pass against generation, on the
+#               first of cuda_graphs / fast_large_batch that trains (training x baseline, samples/s, memory,
+#               scoring x)
 #   generative  fast paths for LoRA next item: the baseline and fast; batched constrained beam search
 #               against one user at a time (users/s, MFU)
 #   constraint  the catalog mask's time per decoding step (benchmarks/scripts/constraint_time.py)
