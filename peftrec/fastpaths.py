@@ -54,7 +54,7 @@ import hydra
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, send_to_device, set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -434,23 +434,36 @@ class Bench:
             check_multi_step_generation(model)
         return model
 
-    def train_variant(self, variant: Variant) -> tuple[dict[str, Any], torch.nn.Module]:
-        """Train one variant for warmup + timed steps; measure it; test the head it trained."""
-        tcfg, fp = self.cfg.trainer, self.fp
-        batch_size = variant.batch_size or fp.batch_size
-        steps_total = fp.warmup_steps + fp.train_steps
-        full_lm = variant.loss == "full_lm"
-        if full_lm and self.full_lm_rows is None:
+    def rows(self, variant: Variant) -> datasets.Dataset:
+        """The training rows the variant's loss reads: whole sequences for the full-LM loss (built once)."""
+        if variant.loss != "full_lm":
+            return self.train_rows
+        if self.full_lm_rows is None:
             self.full_lm_rows = full_lm_dataset(self.task, self.train_rows)
-        rows = self.full_lm_rows if full_lm else self.train_rows
-        loader = variant_loader(
-            rows,
+        return self.full_lm_rows
+
+    def loader(self, variant: Variant, batch_size: int) -> DataLoader:
+        """The variant's training batches: its rows, padded its way, shuffled with the run's seed."""
+        return variant_loader(
+            self.rows(variant),
             self.tokenizer,
             variant,
             batch_size=batch_size,
             seed=self.cfg.seed,
             pin_memory=self.pin_memory,
         )
+
+    def first_batch(self, variant: Variant, batch_size: int) -> dict[str, Any]:
+        """The variant's first training batch, on the bench's device (for the measuring scripts)."""
+        return send_to_device(next(iter(self.loader(variant, batch_size))), self.device)
+
+    def train_variant(self, variant: Variant) -> tuple[dict[str, Any], torch.nn.Module]:
+        """Train one variant for warmup + timed steps; measure it; test the head it trained."""
+        tcfg, fp = self.cfg.trainer, self.fp
+        batch_size = variant.batch_size or fp.batch_size
+        steps_total = fp.warmup_steps + fp.train_steps
+        full_lm = variant.loss == "full_lm"
+        loader = self.loader(variant, batch_size)
         model = self.model(variant)
         if variant.compile_mode:
             # Dynamo caches compiled code per function for the whole process: without a reset, this
@@ -515,7 +528,7 @@ class Bench:
         timed = steps.timed(fp.warmup_steps)
         result = {
             "switches": asdict(variant) | {"batch_size": batch_size},
-            "fixed_length": fixed_length(rows) if variant.padding == "fixed" else None,
+            "fixed_length": fixed_length(self.rows(variant)) if variant.padding == "fixed" else None,
             "checkpointed_layers": len(checkpointed_layers(self.accelerator.unwrap_model(model))),
             "timed_steps": len(steps.timed_steps(fp.warmup_steps)),
             **timed.as_dict("train"),

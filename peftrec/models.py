@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import math
 from pathlib import Path
@@ -161,24 +162,46 @@ def load_base_model(
     )
     model.requires_grad_(False)
     model.eval()
-    gc_kwargs = {"use_reentrant": False}
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
-        # Norms (and embeddings) to fp32 for stable training around the 4/8-bit matmuls; it also
-        # turns on gradient checkpointing when asked, as below.
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
-        )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        # Norms (and embeddings) to fp32 for stable training around the 4/8-bit matmuls. Checkpointing is
+        # turned on below, as for any model: peft's would call transformers' deprecated name.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if gradient_checkpointing:
-        checkpoint_only_every(model, gradient_checkpointing_every)
+        enable_checkpointing(model, gradient_checkpointing_every)
         # With a frozen embedding the checkpointed blocks would see inputs that need no grad and
         # skip the backward through them; this makes the embedding output require grad.
         model.enable_input_require_grads()
     model.config.use_cache = False
     return model
+
+
+def enable_checkpointing(model: PreTrainedModel, every: int = 1) -> list[int]:
+    """Turn on gradient checkpointing (non-reentrant) on every ``every``-th decoder layer.
+
+    transformers selects the layers itself since 5.17 (``every_n_layers``), and 5.23 renamed
+    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old name warns, and goes in
+    v6); the installed version's own API is used. :func:`checkpoint_only_every` then checks the layers, and
+    makes the selection on the versions before 5.17 that peftrec still supports; both keep layers 0, n, 2n, ...
+
+    Args:
+        model: a transformers model.
+        every: 1 checkpoints every decoder layer.
+
+    Returns:
+        The indices of the layers checkpointed.
+    """
+    torch_kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.23
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=torch_kwargs, every_n_layers=every
+        )
+    elif "every_n_layers" in inspect.signature(model.gradient_checkpointing_enable).parameters:  # 5.17 - 5.22
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=torch_kwargs, every_n_layers=every)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=torch_kwargs)
+    return checkpoint_only_every(model, every)
 
 
 def checkpoint_only_every(model: torch.nn.Module, every: int) -> list[int]:

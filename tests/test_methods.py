@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
@@ -277,6 +278,31 @@ def test_prefix_tuning_with_gradient_checkpointing_names_the_knob(tiny_model_dir
     base = fresh_base(tiny_model_dir, gradient_checkpointing=True)
     with pytest.raises(PeftrecError, match="model.gradient_checkpointing=false"):
         apply_head(base, build_head(HEADS["prefix"], tiny_model_dir))
+
+
+@pytest.mark.parametrize(
+    "checkpointing, quantization",
+    [
+        (False, None),
+        (True, None),
+        pytest.param(True, "4bit", marks=pytest.mark.skipif(not HAS_BNB, reason="needs bitsandbytes")),
+    ],
+)
+def test_loading_wrapping_and_reloading_set_off_no_deprecation_warning(
+    checkpointing, quantization, tiny_model_dir, tmp_path
+):
+    # transformers 5.23 deprecated gradient_checkpointing_enable and is_gradient_checkpointing (FutureWarnings a
+    # user cannot act on): peftrec calls the new name, and peft, which reads the old one as it wraps, is quieted.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base = fresh_base(tiny_model_dir, gradient_checkpointing=checkpointing, quantization=quantization)
+        model = apply_head(base, build_head(HEADS["lora"], tiny_model_dir))
+        loaded = load_head(fresh_base(tiny_model_dir), save_head(model, tmp_path / "adapter"))
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+    # Checkpointing is still on (both layers) or off, and the inputs require grad only when it is on.
+    assert models_lib.checkpointed_layers(model) == ([0, 1] if checkpointing else [])
+    assert hasattr(model.base_model.model, "_require_grads_hook") == checkpointing
+    assert isinstance(loaded, PeftModel)
 
 
 def test_adalora_allocates_ranks_after_every_optimizer_step_of_the_training_loop(

@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from peftrec.fastpaths import FAST, Bench, variant_loader
+from peftrec.fastpaths import FAST, Bench
 
 MIB = 1 << 20
 
@@ -63,10 +63,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     bench = Bench.from_overrides("recipe=lora_click")
-    loader = variant_loader(
-        bench.train_rows, bench.tokenizer, FAST, batch_size=args.batch_size, seed=0, pin_memory=False
-    )
-    batch = {k: v.to(bench.device) if hasattr(v, "to") else v for k, v in next(iter(loader)).items()}
+    batch = bench.first_batch(FAST, args.batch_size)
     rows, length = batch["input_ids"].shape
     print(
         f"{bench.cfg.model.name}, LoRA, {bench.precision}, {bench.device.type}: one batch of {rows} x {length} tokens"

@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from peftrec.fastpaths import VARIANTS, Bench, full_lm_dataset, hf_lm_loss, variant_loader
+from peftrec.fastpaths import VARIANTS, Bench, hf_lm_loss
 
 PHASES = ("forward", "backward", "optimizer")
 # No kernel behind them: allocations, reads of host scalars (AdamW's step counts), profiler markers.
@@ -49,11 +49,7 @@ def count_one_step(bench: Bench, name: str, batch_size: int) -> tuple[tuple[int,
     state), then one counted. Returns the batch shape and the counts."""
     variant = VARIANTS[name]
     full_lm = variant.loss == "full_lm"
-    rows = full_lm_dataset(bench.task, bench.train_rows) if full_lm else bench.train_rows
-    loader = variant_loader(
-        rows, bench.tokenizer, variant, batch_size=batch_size, seed=bench.cfg.seed, pin_memory=False
-    )
-    batch = {k: v.to(bench.device) if hasattr(v, "to") else v for k, v in next(iter(loader)).items()}
+    batch = bench.first_batch(variant, batch_size)
     model = bench.model(variant).to(bench.device)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ def apply_head(model: torch.nn.Module, config: Any) -> torch.nn.Module:
     if config.peft_type in _CACHE_HEADS and _checkpointing(model):
         raise PeftrecError(_checkpointing_message(config))
     try:
-        return get_peft_model(model, config)
+        with _quiet_checkpointing_probe():
+            return get_peft_model(model, config)
     except ValueError as err:
         text = str(err)
         if "gradient checkpointing" in text:
@@ -56,6 +60,21 @@ def apply_head(model: torch.nn.Module, config: Any) -> torch.nn.Module:
         if "not found in the base model" not in text and "Target modules" not in text:
             raise
         raise PeftrecError(_target_message(model, config)) from err
+
+
+@contextmanager
+def _quiet_checkpointing_probe() -> Iterator[None]:
+    """Silence the FutureWarning peft's wrapping sets off in every run, which a user cannot act on.
+
+    peft (<= 0.21.2) reads ``model.is_gradient_checkpointing`` when it wraps a model; transformers 5 deprecated
+    that name for ``is_activation_checkpointing`` and warns on each read. Only that message is silenced, and
+    only while peft wraps; the value peft reads is the same.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def _checkpointing(model: torch.nn.Module) -> bool:
@@ -142,4 +161,5 @@ def load_head(base: torch.nn.Module, folder: str | Path, *, is_trainable: bool =
         from peftrec.methods.bottleneck import BottleneckModel
 
         return BottleneckModel.from_pretrained(base, folder, is_trainable=is_trainable)
-    return PeftModel.from_pretrained(base, folder, is_trainable=is_trainable)
+    with _quiet_checkpointing_probe():
+        return PeftModel.from_pretrained(base, folder, is_trainable=is_trainable)
