@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import logging
 import math
 from pathlib import Path
@@ -180,10 +179,10 @@ def load_base_model(
 def enable_checkpointing(model: PreTrainedModel, every: int = 1) -> list[int]:
     """Turn on gradient checkpointing (non-reentrant) on every ``every``-th decoder layer.
 
-    transformers selects the layers itself since 5.17 (``every_n_layers``), and 5.23 renamed
-    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old name warns, and goes in
-    v6); the installed version's own API is used. :func:`checkpoint_only_every` then checks the layers, and
-    makes the selection on the versions before 5.17 that peftrec still supports; both keep layers 0, n, 2n, ...
+    transformers 5.23 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old
+    name warns, and goes in v6), which selects the layers itself (``every_n_layers``); where it is installed it
+    is used. :func:`checkpoint_only_every` then checks the layers, and makes the selection on the older
+    versions peftrec still supports; both keep layers 0, n, 2n, ...
 
     Args:
         model: a transformers model.
@@ -197,8 +196,6 @@ def enable_checkpointing(model: PreTrainedModel, every: int = 1) -> list[int]:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs=torch_kwargs, every_n_layers=every
         )
-    elif "every_n_layers" in inspect.signature(model.gradient_checkpointing_enable).parameters:  # 5.17 - 5.22
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=torch_kwargs, every_n_layers=every)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=torch_kwargs)
     return checkpoint_only_every(model, every)

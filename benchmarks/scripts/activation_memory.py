@@ -24,9 +24,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from peftrec.fastpaths import FAST, Bench
+from peftrec.models import checkpointed_layers
 
 MIB = 1 << 20
 
@@ -81,8 +81,7 @@ def main() -> None:
         )
         model = bench.model(variant).to(bench.device)
         model.train()
-        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-        checkpointed = sum(layer.gradient_checkpointing for layer in layers)
+        checkpointed = len(checkpointed_layers(model))
 
         def step(model=model) -> None:
             with bench.accelerator.autocast():
@@ -100,7 +99,11 @@ def main() -> None:
         with PeakTensorMemory() as counter:
             step()
         reference = reference or (counter.peak, seconds)
-        label = "none" if every is None else f"every {every}: {checkpointed} of {len(layers)} layers"
+        label = (
+            "none"
+            if every is None
+            else f"every {every}: {checkpointed} of {model.config.num_hidden_layers} layers"
+        )
         print(
             f"| {label} | {counter.peak / MIB:.0f} MiB | {counter.peak / reference[0]:.2f} | "
             f"{seconds:.2f} | {seconds / reference[1]:.2f} |"

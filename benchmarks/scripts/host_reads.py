@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from peftrec.batching import make_loader
-from peftrec.fastpaths import VARIANTS, Bench, variant_loader
+from peftrec.fastpaths import VARIANTS, Bench
 from peftrec.host_reads import mark_loader, recording_host_reads
 from peftrec.train import TrainSettings, predict, train
 
@@ -32,9 +32,7 @@ def main() -> None:
     cfg = bench.cfg
     fast = VARIANTS["fast"]
     model = bench.model(fast)
-    loader = variant_loader(
-        bench.train_rows, bench.tokenizer, fast, batch_size=args.batch_size, seed=cfg.seed
-    )
+    loader = bench.loader(fast, args.batch_size)
     mark_loader(loader)
     optimizer = instantiate(cfg.trainer.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     model, optimizer, loader = bench.accelerator.prepare(model, optimizer, loader)
